@@ -1,0 +1,98 @@
+"""Command-line glue: Lightning's own LightningCLI (jsonargparse) builds model, data and trainer from YAML.
+
+Any key can be overridden (``--model.lr 0.001``, ``--trainer.max_epochs 5``); an unknown key is an error
+that names it; the resolved config is saved as ``config.yaml`` in the run's log dir, beside ``checkpoints/``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+from detkit.data import DetectionDataModule
+from detkit.engine.callbacks import TrainingSpeed
+from detkit.engine.module import DetectionModule
+from detkit.evaluation import format_per_class_table
+
+
+class DetectionCLI(LightningCLI):
+    """LightningCLI for ``DetectionModule`` + ``DetectionDataModule``.
+
+    The detector's ``num_classes`` comes from the dataset's categories, and a best-AP checkpoint
+    (``checkpoints/best.ckpt``) plus the last one are kept; both are configurable (``--checkpoint.*``).
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("save_config_kwargs", {"overwrite": False})
+        super().__init__(DetectionModule, DetectionDataModule, *args, **kwargs)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.num_classes", "model.detector.init_args.num_classes", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({
+            "checkpoint.monitor": "val/AP", "checkpoint.mode": "max", "checkpoint.filename": "best",
+            "checkpoint.save_last": True, "checkpoint.auto_insert_metric_name": False,
+        })
+        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        parser.add_lightning_class_args(TrainingSpeed, "speed")
+
+
+def print_evaluation(result, title: str) -> None:
+    """Print the pycocotools summary (12 lines) and the per-class AP table of an ``EvalResult``."""
+    print(f"\n== {title}: COCO bbox evaluation on {result.num_images} images, {result.num_detections} detections ==")
+    print(result.summary)
+    print(format_per_class_table(result.per_class))
+
+
+def train(args: list[str] | None = None) -> tuple[DetectionCLI, object]:
+    """Fit from a config, then evaluate the best checkpoint on the val split and print the summary."""
+    cli = DetectionCLI(run=False, args=args)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    best = cli.trainer.checkpoint_callback.best_model_path if cli.trainer.checkpoint_callback else ""
+    cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=best or None, verbose=False)
+    result = cli.model.last_evaluation
+    if cli.trainer.is_global_zero:
+        speed = next(c for c in cli.trainer.callbacks if isinstance(c, TrainingSpeed))
+        print(f"\ntraining: {speed.images} images in {speed.train_seconds:.0f} s = {speed.images_per_second:.1f} images/s")
+        print_evaluation(result, f"best checkpoint {best or '(final weights)'}")
+    return cli, result
+
+
+def _config_beside(checkpoint: str) -> str:
+    """The config.yaml saved by training in the run dir that holds ``checkpoints/<checkpoint>``."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(checkpoint))), "config.yaml")
+
+
+def evaluate(args: list[str] | None = None):
+    """``--checkpoint CKPT [--config YAML] [--results JSON] [overrides]``: COCO summary + per-class table.
+
+    Without ``--config`` the config.yaml saved beside the checkpoint's run is used.
+    """
+    args = list(sys.argv[1:] if args is None else args)
+    checkpoint = _pop_option(args, "--checkpoint")
+    if checkpoint is None or not os.path.isfile(checkpoint):
+        raise SystemExit(f"error: --checkpoint must name an existing checkpoint file, got {checkpoint!r}")
+    results = _pop_option(args, "--results") or os.path.splitext(checkpoint)[0] + "_results_val.json"
+    if "--config" not in args and not any(a.startswith("--config=") for a in args):
+        args = ["--config", _config_beside(checkpoint)] + args
+    # Evaluation writes no logs: only the results JSON and the printout.
+    cli = DetectionCLI(run=False, args=args + ["--trainer.logger=false"], save_config_callback=None)
+    cli.model.hparams.results_path = results
+    cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint, verbose=False)
+    print_evaluation(cli.model.last_evaluation, f"checkpoint {checkpoint}")
+    print(f"results written to {results}")
+    return cli.model.last_evaluation
+
+
+def _pop_option(args: list[str], name: str) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            value = args[i + 1]
+            del args[i:i + 2]
+            return value
+        if arg.startswith(name + "="):
+            del args[i]
+            return arg.split("=", 1)[1]
+    return None

@@ -1,0 +1,55 @@
+"""Optimizer and learning-rate schedule built from plain config values."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Split trainable parameters: weight decay on conv/linear weights, none on norms and biases.
+
+    Decaying the scale and shift of normalisation layers (and biases) only fights the normalisation;
+    every 1-D parameter is one of those.
+    """
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
+    """``name`` in OPTIMIZERS; SGD uses ``momentum``, AdamW its defaults betas."""
+    groups = parameter_groups(model, weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise ValueError(f"model.optimizer must be one of {OPTIMIZERS}, got {name!r}")
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, warmup_factor: float, schedule: str,
+              milestones: list[float], gamma: float) -> float:
+    """Multiplier of the base learning rate at optimizer step ``step``.
+
+    Linear warmup from ``warmup_factor`` over ``warmup_steps``, then: ``cosine`` decay to 0 at
+    ``total_steps``; ``step`` multiplies by ``gamma`` at each milestone (a fraction of ``total_steps`` if
+    <= 1, else a step number); ``constant``.
+    """
+    warmup = 1.0
+    if step < warmup_steps:
+        warmup = warmup_factor + (1 - warmup_factor) * step / warmup_steps
+    if schedule == "cosine":
+        progress = min(step / max(total_steps, 1), 1.0)
+        return warmup * 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "step":
+        boundaries = [m * total_steps if m <= 1 else m for m in milestones]
+        return warmup * gamma ** sum(step >= b for b in boundaries)
+    if schedule == "constant":
+        return warmup
+    raise ValueError(f"model.schedule must be one of {SCHEDULES}, got {schedule!r}")

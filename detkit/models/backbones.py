@@ -1,0 +1,177 @@
+"""Backbones that return multi-scale feature maps.
+
+Every backbone here is an ``nn.Module`` with two attributes the FPN reads, ``out_channels`` and
+``strides`` (one entry per returned level), and ``forward(images (B, 3, H, W)) -> list[(B, C_l, H/s_l, W/s_l)]``.
+Levels are named by their log2 stride: level 3 has stride 8, level 5 stride 32 (C3..C5 in the FPN paper).
+
+Two families:
+- ``tiny``: a plain 4-stage CNN (widths 32-256) that trains fast from scratch on a CPU.
+- ``resnet18`` / ``resnet34`` / ``resnet50``: torchvision's ResNets, random init, torchvision's
+  pretrained weights by name (downloads, needs internet) or a local weights file.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+NORMS = ("bn", "frozen_bn", "gn")
+RESNETS = ("resnet18", "resnet34", "resnet50")
+
+
+def norm_layer_factory(norm: str) -> Callable[[int], nn.Module]:
+    """Return ``channels -> norm module`` for ``norm`` in ``NORMS``.
+
+    ``frozen_bn`` keeps pretrained statistics fixed (fine-tuning); ``gn`` (32 groups, fewer for thin
+    layers) does not depend on the batch, so it suits small per-GPU batches.
+    """
+    if norm == "bn":
+        return nn.BatchNorm2d
+    if norm == "frozen_bn":
+        return FrozenBatchNorm2d
+    if norm == "gn":
+        return lambda channels: nn.GroupNorm(min(32, channels // 4), channels)
+    raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+
+
+def _conv_norm_relu(c_in: int, c_out: int, stride: int, norm: Callable[[int], nn.Module]) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), norm(c_out), nn.ReLU(inplace=True)
+    )
+
+
+class TinyBackbone(nn.Module):
+    """A plain CNN of 4 stages (strides 4, 8, 16, 32; widths 32, 64, 128, 256), two 3x3 convs each.
+
+    Small enough to train from random init at about 100 images/s of 128 px on two CPU cores.
+    """
+
+    widths = (32, 64, 128, 256)
+
+    def __init__(self, return_levels: tuple[int, ...] = (3, 4, 5), norm: str = "bn"):
+        super().__init__()
+        make_norm = norm_layer_factory(norm)
+        self.stem = _conv_norm_relu(3, 16, 2, make_norm)  # stride 2
+        stages, c_in = [], 16
+        for width in self.widths:  # levels 2..5
+            stages.append(nn.Sequential(_conv_norm_relu(c_in, width, 2, make_norm), _conv_norm_relu(width, width, 1, make_norm)))
+            c_in = width
+        self.stages = nn.ModuleList(stages)
+        _check_levels(return_levels)
+        self.return_levels = tuple(return_levels)
+        self.out_channels = [self.widths[level - 2] for level in self.return_levels]
+        self.strides = [2**level for level in self.return_levels]
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """images (B, 3, H, W) normalised -> one (B, C_l, H / 2**l, W / 2**l) map per return level."""
+        x = self.stem(images)
+        features = []
+        for level, stage in enumerate(self.stages, start=2):
+            x = stage(x)
+            if level in self.return_levels:
+                features.append(x)
+        return features
+
+
+class ResNetBackbone(nn.Module):
+    """torchvision ResNet-18/34/50 trunk returning levels 2..5 (layer1..layer4) as requested.
+
+    Args:
+        name: one of ``RESNETS``.
+        weights: ``None`` (random init), a torchvision weights name such as ``"DEFAULT"`` or
+            ``"IMAGENET1K_V1"`` (downloaded by torchvision: needs internet), or the path of a local
+            file holding a torchvision ResNet state dict (or a checkpoint with a ``state_dict`` key).
+        norm: one of ``NORMS``; ``frozen_bn`` is the usual choice when fine-tuning pretrained weights.
+        trainable_layers: how many of (layer4, layer3, layer2, layer1, stem) receive gradients, counted
+            from the top; 5 trains everything. Freezing the stem and layer1 is the usual fine-tuning setup.
+    """
+
+    def __init__(
+        self,
+        name: str = "resnet50",
+        weights: str | None = None,
+        norm: str = "frozen_bn",
+        return_levels: tuple[int, ...] = (3, 4, 5),
+        trainable_layers: int = 5,
+    ):
+        super().__init__()
+        if name not in RESNETS:
+            raise ValueError(f"backbone must be one of {RESNETS + ('tiny',)}, got {name!r}")
+        if not 0 <= trainable_layers <= 5:
+            raise ValueError(f"trainable_layers must be in [0, 5], got {trainable_layers}")
+        _check_levels(return_levels)
+        resnet = getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer_factory(norm))
+        if weights is not None:
+            _load_resnet_weights(resnet, name, weights)
+        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
+        self.layers = nn.ModuleList([resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4])
+        self.return_levels = tuple(return_levels)
+        self.out_channels = [_resnet_width(resnet, level) for level in self.return_levels]
+        self.strides = [2**level for level in self.return_levels]
+        frozen = [self.stem, *self.layers][: 5 - trainable_layers]
+        for module in frozen:
+            module.requires_grad_(False)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """images (B, 3, H, W) normalised -> one (B, C_l, H / 2**l, W / 2**l) map per return level."""
+        x = self.stem(images)
+        features = []
+        for level, layer in enumerate(self.layers, start=2):
+            x = layer(x)
+            if level in self.return_levels:
+                features.append(x)
+        return features
+
+
+def build_backbone(
+    name: str, weights: str | None = None, norm: str = "bn", return_levels: tuple[int, ...] = (3, 4, 5),
+    trainable_layers: int = 5,
+) -> nn.Module:
+    """Build ``tiny`` or a ResNet by name; see ``TinyBackbone`` and ``ResNetBackbone``."""
+    if name == "tiny":
+        if weights is not None:
+            raise ValueError("backbone 'tiny' has no pretrained weights: set backbone_weights to null")
+        return TinyBackbone(return_levels, norm)
+    return ResNetBackbone(name, weights, norm, return_levels, trainable_layers)
+
+
+def _check_levels(return_levels: tuple[int, ...]) -> None:
+    if not return_levels or any(level not in (2, 3, 4, 5) for level in return_levels) or list(return_levels) != sorted(set(return_levels)):
+        raise ValueError(f"return_levels must be increasing levels among 2..5, got {return_levels}")
+
+
+def _resnet_width(resnet: nn.Module, level: int) -> int:
+    last_block = getattr(resnet, f"layer{level - 1}")[-1]
+    last_norm = last_block.bn3 if hasattr(last_block, "bn3") else last_block.bn2
+    return last_norm.num_features if hasattr(last_norm, "num_features") else last_norm.weight.shape[0]
+
+
+def _load_resnet_weights(resnet: nn.Module, name: str, weights: str) -> None:
+    """Load torchvision weights by enum name, or a local state-dict file, into ``resnet``."""
+    if os.path.sep in weights or weights.endswith((".pth", ".pt", ".ckpt")):
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(f"backbone weights file not found: {weights}")
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+    else:
+        enum = torchvision.models.get_model_weights(name)
+        try:
+            state = enum[weights].get_state_dict(progress=True)  # "DEFAULT" is an alias member
+        except KeyError:
+            raise ValueError(f"unknown weights {weights!r} for {name}; choose from {[w.name for w in enum]} or a file path") from None
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    # GroupNorm has no running statistics: pretrained BN statistics are dropped, affine params kept.
+    own = resnet.state_dict()
+    state = {k: v for k, v in state.items() if k in own}
+    missing = [k for k in own if k not in state and not k.startswith("fc.") and "num_batches_tracked" not in k]
+    missing = [k for k in missing if not k.endswith(("running_mean", "running_var"))]
+    if missing:
+        raise ValueError(f"weights {weights!r} do not fit {name}: missing {missing[:5]}")
+    resnet.load_state_dict(state, strict=False)

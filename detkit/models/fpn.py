@@ -1,0 +1,102 @@
+"""Feature Pyramid Network (Lin et al., 2017) on top of a backbone from ``backbones.py``.
+
+Dims: B images, C FPN width, H_l x W_l the map of level l (stride 2**l).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detkit.models.backbones import build_backbone
+
+
+class FPN(nn.Module):
+    """Top-down pyramid with lateral 1x1 and output 3x3 convs, plus optional extra levels.
+
+    Args:
+        in_channels: channels of the backbone maps, finest first (e.g. C3, C4, C5).
+        in_strides: their strides (e.g. 8, 16, 32); each must be twice the previous.
+        out_channels: C, the width of every output level.
+        num_extra_levels: levels above the coarsest input made by stride-2 3x3 convs on the last
+            output (P6 from P5, P7 from relu(P6), as in RetinaNet). 0 keeps only the input levels.
+
+    ``strides`` lists the stride of every output level; ``forward`` returns one (B, C, H_l, W_l) map per level.
+    """
+
+    def __init__(self, in_channels: list[int], in_strides: list[int], out_channels: int = 256, num_extra_levels: int = 0):
+        super().__init__()
+        if any(b != 2 * a for a, b in zip(in_strides, in_strides[1:])):
+            raise ValueError(f"FPN inputs must have strides doubling per level, got {in_strides}")
+        self.lateral = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels)
+        self.output = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels)
+        self.extra = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1) for _ in range(num_extra_levels))
+        self.out_channels = out_channels
+        self.strides = list(in_strides) + [in_strides[-1] * 2 ** (i + 1) for i in range(num_extra_levels)]
+        for conv in self.modules():
+            if isinstance(conv, nn.Conv2d):
+                nn.init.kaiming_uniform_(conv.weight, a=1)
+                nn.init.zeros_(conv.bias)
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """features: backbone maps, finest first -> pyramid maps (B, C, H_l, W_l), finest first."""
+        top_down = self.lateral[-1](features[-1])
+        outputs = [self.output[-1](top_down)]
+        for feature, lateral, output in zip(features[-2::-1], self.lateral[-2::-1], self.output[-2::-1]):
+            # nearest upsampling to the lateral's exact size copes with odd map sizes
+            top_down = lateral(feature) + F.interpolate(top_down, size=feature.shape[-2:], mode="nearest")
+            outputs.insert(0, output(top_down))
+        for i, conv in enumerate(self.extra):
+            outputs.append(conv(outputs[-1] if i == 0 else F.relu(outputs[-1])))
+        return outputs
+
+
+class BackboneWithFPN(nn.Module):
+    """Backbone followed by FPN; ``strides`` and ``out_channels`` describe the pyramid levels."""
+
+    def __init__(self, backbone: nn.Module, fpn_channels: int = 256, num_extra_levels: int = 0):
+        super().__init__()
+        self.body = backbone
+        self.fpn = FPN(backbone.out_channels, backbone.strides, fpn_channels, num_extra_levels)
+        self.strides = self.fpn.strides
+        self.out_channels = fpn_channels
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """images (B, 3, H, W) normalised -> list of (B, C, H / s_l, W / s_l), one per stride in ``strides``."""
+        return self.fpn(self.body(images))
+
+
+# ImageNet statistics: what torchvision's pretrained trunks expect; harmless from random init.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class FeaturePyramid(nn.Module):
+    """Normalise raw images, run backbone + FPN: the shared body of both detectors.
+
+    Args: see ``detkit.models.backbones.build_backbone`` (backbone, weights, norm, trainable_layers)
+    and ``FPN`` (fpn_channels, num_extra_levels). ``min_level`` is the finest backbone level used (3: stride 8).
+
+    ``forward(images (B, 3, H, W) float in [0, 1]) -> list[(B, C, H_l, W_l)]`` at ``strides``.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "tiny",
+        backbone_weights: str | None = None,
+        norm: str = "bn",
+        trainable_layers: int = 5,
+        min_level: int = 3,
+        fpn_channels: int = 256,
+        num_extra_levels: int = 0,
+    ):
+        super().__init__()
+        trunk = build_backbone(backbone, backbone_weights, norm, tuple(range(min_level, 6)), trainable_layers)
+        self.net = BackboneWithFPN(trunk, fpn_channels, num_extra_levels)
+        self.strides = self.net.strides
+        self.out_channels = fpn_channels
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.net((images - self.mean) / self.std)

@@ -1,0 +1,161 @@
+"""RetinaNet (Lin et al., 2017): the one-stage detector.
+
+Backbone + FPN -> dense anchors on every level -> per-anchor class logits (sigmoid, focal loss) and box
+deltas. Every target and post-processing step goes through ``detkit.ops``.
+
+Dims: B images, N anchors over all levels, M ground truths of one image, K classes, C FPN width.
+Labels follow ``detkit.data.categories``: 0..K-1 are object classes; background is the all-zero target.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from detkit.models.box_loss import box_regression_loss
+from detkit.models.fpn import FeaturePyramid
+from detkit.models.postprocess import select_detections
+from detkit.models.retinanet_head import RetinaNetHead
+from detkit.ops import AnchorGenerator, BoxCoder, Matcher, box_iou, sigmoid_focal_loss
+
+BACKGROUND, IGNORED = -1, -2  # the Matcher's encoding
+
+
+class RetinaNet(nn.Module):
+    """One-stage detector; ``forward(images, image_sizes, targets=None)`` as every detkit detector.
+
+    Args:
+        num_classes: K object classes (no background class).
+        backbone, backbone_weights, norm, trainable_layers, min_level, fpn_channels, num_extra_levels:
+            the feature pyramid, see ``detkit.models.fpn.FeaturePyramid``.
+        anchor_sizes: base anchor size in pixels per pyramid level, finest first.
+        anchor_scales: multipliers of the base size at every location (3 octave steps in the paper).
+        aspect_ratios: h / w of the anchors at every location.
+        head_depth, head_norm: conv layers per subnet and their norm (null or "gn").
+        fg_iou_threshold, bg_iou_threshold: IoU >= fg is positive, < bg background, between ignored.
+        allow_low_quality_matches: each ground truth's best anchor is positive even below fg.
+        focal_alpha, focal_gamma: focal loss parameters (gamma 0, alpha -1 is plain BCE).
+        background_weight: loss weight of background anchors (1.0 = standard), for imbalance studies.
+        box_loss: "l1", "smooth_l1" or "giou"; loss_normalizer_momentum: the loss is divided by an
+            exponential moving average of the number of positive anchors (0 = this batch's count).
+        score_threshold, topk_candidates, nms_threshold, detections_per_image: inference.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "resnet50",
+        backbone_weights: str | None = None,
+        norm: str = "frozen_bn",
+        trainable_layers: int = 3,
+        min_level: int = 3,
+        fpn_channels: int = 256,
+        num_extra_levels: int = 2,
+        anchor_sizes: tuple[float, ...] = (32, 64, 128, 256, 512),
+        anchor_scales: tuple[float, ...] = (1.0, 2 ** (1 / 3), 2 ** (2 / 3)),
+        aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
+        head_depth: int = 4,
+        head_norm: str | None = None,
+        fg_iou_threshold: float = 0.5,
+        bg_iou_threshold: float = 0.4,
+        allow_low_quality_matches: bool = True,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        background_weight: float = 1.0,
+        box_loss: str = "l1",
+        loss_normalizer_momentum: float = 0.9,
+        score_threshold: float = 0.05,
+        topk_candidates: int = 1000,
+        nms_threshold: float = 0.5,
+        detections_per_image: int = 100,
+    ):
+        super().__init__()
+        self.num_classes = num_classes
+        self.body = FeaturePyramid(backbone, backbone_weights, norm, trainable_layers, min_level, fpn_channels, num_extra_levels)
+        if len(anchor_sizes) != len(self.body.strides):
+            raise ValueError(f"anchor_sizes needs one size per pyramid level (strides {self.body.strides}), got {anchor_sizes}")
+        sizes = tuple(tuple(base * scale for scale in anchor_scales) for base in anchor_sizes)
+        self.anchor_generator = AnchorGenerator(sizes, (tuple(aspect_ratios),) * len(sizes))
+        num_anchors = self.anchor_generator.num_anchors_per_location()[0]
+        self.head = RetinaNetHead(fpn_channels, num_anchors, num_classes, head_depth, head_norm)
+        self.matcher = Matcher(fg_iou_threshold, bg_iou_threshold, allow_low_quality_matches)
+        self.box_coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
+        self.focal_alpha, self.focal_gamma, self.background_weight = focal_alpha, focal_gamma, background_weight
+        self.box_loss = box_loss
+        self.loss_normalizer_momentum = loss_normalizer_momentum
+        self.register_buffer("loss_normalizer", torch.tensor(100.0), persistent=False)
+        self.score_threshold, self.topk_candidates = score_threshold, topk_candidates
+        self.nms_threshold, self.detections_per_image = nms_threshold, detections_per_image
+
+    def forward(self, images: torch.Tensor, image_sizes: list[tuple[int, int]], targets: list[dict] | None = None):
+        """images (B, 3, H, W) in [0, 1]; image_sizes [(h, w)] before padding; targets with ``boxes`` (M, 4)
+        xyxy pixels and ``labels`` (M,) int64. Training: dict of scalar losses. Eval: per image
+        ``{boxes (D, 4), scores (D,), labels (D,)}`` in the input's pixels."""
+        features = self.body(images)
+        logits, deltas = self.head(features)
+        anchors = self.anchor_generator([f.shape[-2:] for f in features], self.body.strides, images.device)
+        if self.training:
+            if targets is None:
+                raise ValueError("RetinaNet needs targets in training mode")
+            return self.losses(torch.cat(logits, 1), torch.cat(deltas, 1), torch.cat(anchors), targets)
+        return [self.detect_image(i, logits, deltas, anchors, size) for i, size in enumerate(image_sizes)]
+
+    def match_anchors(self, anchors: torch.Tensor, targets: list[dict]) -> torch.Tensor:
+        """anchors (N, 4) -> matched gt index per image and anchor, int64 (B, N), Matcher encoding.
+
+        One IoU call for the whole batch (ground truths stacked), then the Matcher per image.
+        """
+        gt_boxes = torch.cat([t["boxes"] for t in targets])  # (sum M, 4)
+        iou = box_iou(gt_boxes, anchors)  # (sum M, N)
+        per_image = iou.split([len(t["boxes"]) for t in targets])  # B x (M, N)
+        return torch.stack([self.matcher(image_iou) for image_iou in per_image])  # (B, N)
+
+    def losses(self, logits: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
+        """logits (B, N, K), deltas (B, N, 4), anchors (N, 4) -> {"cls": focal loss, "box": box loss}."""
+        matched = self.match_anchors(anchors, targets)  # (B, N)
+        positive = matched >= 0  # (B, N)
+        num_positive = positive.sum()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(num_positive)  # every rank divides by the global count
+            num_positive = num_positive / torch.distributed.get_world_size()
+        normalizer = self._update_normalizer(num_positive.float())
+
+        # Gather each anchor's gt by offsetting indices into the batch's stacked ground truths.
+        offsets = torch.tensor([0] + [len(t["boxes"]) for t in targets][:-1], device=anchors.device).cumsum(0)  # (B,)
+        flat_index = (matched.clamp(min=0) + offsets[:, None])[positive]  # (P,)
+        gt_boxes = torch.cat([t["boxes"] for t in targets])  # (sum M, 4)
+        gt_labels = torch.cat([t["labels"] for t in targets])  # (sum M,)
+
+        valid = matched != IGNORED  # (B, N): ignored anchors get no classification loss
+        cls_targets = torch.zeros_like(logits)  # (B, N, K)
+        cls_targets[positive, gt_labels[flat_index]] = 1.0
+        cls_loss = sigmoid_focal_loss(logits[valid], cls_targets[valid], self.focal_alpha, self.focal_gamma,
+                                      reduction="sum" if self.background_weight == 1.0 else "none")
+        if self.background_weight != 1.0:
+            weight = torch.where(positive[valid], 1.0, self.background_weight)  # (V,)
+            cls_loss = (cls_loss.sum(dim=1) * weight).sum()
+        anchors_per_positive = anchors.expand(len(targets), -1, -1)[positive]  # (P, 4)
+        box_loss = box_regression_loss(self.box_loss, deltas[positive], gt_boxes[flat_index], anchors_per_positive, self.box_coder)
+        return {"cls": cls_loss / normalizer, "box": box_loss / normalizer}
+
+    def _update_normalizer(self, num_positive: torch.Tensor) -> torch.Tensor:
+        momentum = self.loss_normalizer_momentum
+        value = momentum * self.loss_normalizer + (1 - momentum) * num_positive.clamp(min=1)
+        self.loss_normalizer = value.detach()
+        return value.clamp(min=1)
+
+    @torch.no_grad()
+    def detect_image(self, index: int, logits: list[torch.Tensor], deltas: list[torch.Tensor],
+                     anchors: list[torch.Tensor], image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Per level: top-k (anchor, class) pairs above the score threshold, decoded; then NMS over all levels."""
+        boxes, scores, labels = [], [], []
+        for level_logits, level_deltas, level_anchors in zip(logits, deltas, anchors):
+            level_scores = level_logits[index].float().sigmoid().flatten()  # (N_l * K,)
+            candidates = torch.nonzero(level_scores > self.score_threshold).squeeze(1)  # (C,)
+            top = level_scores[candidates].topk(min(self.topk_candidates, len(candidates)))
+            candidates = candidates[top.indices]
+            anchor_index = candidates // self.num_classes
+            boxes.append(self.box_coder.decode(level_deltas[index, anchor_index].float(), level_anchors[anchor_index]))
+            scores.append(top.values)
+            labels.append(candidates % self.num_classes)
+        return select_detections(torch.cat(boxes), torch.cat(scores), torch.cat(labels), image_size,
+                                 self.nms_threshold, self.detections_per_image)
