@@ -1,0 +1,264 @@
+"""COCO bbox evaluation: detections -> COCO results JSON -> pycocotools COCOeval -> the 12 numbers + per-class AP.
+
+Under DDP each rank feeds the images its DistributedSampler gave it; ``compute`` gathers every rank's
+records on rank 0, keeps one record per image id (the sampler pads with repeated images), evaluates
+there and broadcasts the result, so every rank returns the same numbers as a single process would.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from detkit.evaluation.gather import broadcast_from_rank0, distributed_rank, distributed_world_size, gather_to_rank0
+
+# Names of COCOeval.stats in its order (AP over IoU 0.50:0.95 unless named; AR at 1/10/100 detections).
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+@dataclass
+class EvalResult:
+    """Outcome of one COCO bbox evaluation.
+
+    Attributes:
+        stats: the 12 COCOeval numbers keyed by ``STAT_NAMES``; -1.0 where COCO defines none (no ground
+            truth of that area range among the evaluated images), exactly as in ``summary``.
+        per_class: (class_name, AP, AP50) per training label in label order; nan for a class with no
+            ground truth among the evaluated images.
+        summary: the 12 "Average Precision / Average Recall" lines as COCOeval.summarize prints them.
+        num_images: distinct images evaluated (after de-duplication across ranks).
+        num_detections: detections evaluated over those images.
+    """
+
+    stats: dict[str, float]
+    per_class: list[tuple[str, float, float]] = field(default_factory=list)
+    summary: str = ""
+    num_images: int = 0
+    num_detections: int = 0
+
+
+class ImageDetections(NamedTuple):
+    """One image's detections on the CPU: boxes (K, 4) float32 xyxy original-image pixels, scores (K,) float32,
+    labels (K,) int64 contiguous training labels."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+
+
+class CocoEvaluator:
+    """Accumulates per-image detections and evaluates them with pycocotools against ``coco_gt``.
+
+    Args:
+        coco_gt: the dataset's ground truth (keep its iscrowd=1 annotations: COCOeval ignores detections on them).
+        category_ids: ``category_ids[label]`` is the COCO category id of contiguous training label ``label``.
+            Only these categories are evaluated.
+        class_names: display name per label; defaults to the category names in ``coco_gt``.
+    """
+
+    def __init__(self, coco_gt: COCO, category_ids: Sequence[int], class_names: Sequence[str] | None = None):
+        self.coco_gt = coco_gt
+        self.category_ids = [int(c) for c in category_ids]
+        if len(set(self.category_ids)) != len(self.category_ids):
+            raise ValueError(f"CocoEvaluator: category_ids has repeated ids: {self.category_ids}")
+        missing = [c for c in self.category_ids if c not in coco_gt.cats]
+        if missing:
+            raise ValueError(f"CocoEvaluator: category ids {missing} are not categories of the ground truth")
+        if class_names is None:
+            class_names = [coco_gt.cats[c]["name"] for c in self.category_ids]
+        if len(class_names) != len(self.category_ids):
+            raise ValueError(
+                f"CocoEvaluator: {len(class_names)} class_names for {len(self.category_ids)} category_ids"
+            )
+        self.class_names = [str(n) for n in class_names]
+        self._records: dict[int, ImageDetections] = {}
+
+    def reset(self) -> None:
+        """Forget every image passed to ``update``."""
+        self._records = {}
+
+    def update(self, image_id: int, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> None:
+        """Record one image's detections. Call it for every evaluated image, also with K == 0.
+
+        Args:
+            image_id: the COCO image id.
+            boxes: (K, 4) xyxy in the ORIGINAL image's pixels (any float dtype and device).
+            scores: (K,) confidences.
+            labels: (K,) int64 contiguous training labels in [0, len(category_ids)).
+
+        An image id seen before is ignored (the first record is kept): DistributedSampler pads with repeats.
+        """
+        image_id = int(image_id)
+        if image_id not in self.coco_gt.imgs:
+            raise ValueError(f"CocoEvaluator.update: image id {image_id} is not in the ground truth")
+        boxes, scores, labels = boxes.detach(), scores.detach(), labels.detach()
+        num = boxes.shape[0] if boxes.ndim == 2 else -1
+        if boxes.ndim != 2 or boxes.shape[1] != 4 or scores.shape != (num,) or labels.shape != (num,):
+            raise ValueError(
+                f"CocoEvaluator.update: image id {image_id}: expected boxes (K, 4), scores (K,), labels (K,), got "
+                f"{tuple(boxes.shape)}, {tuple(scores.shape)}, {tuple(labels.shape)}"
+            )
+        if num and (labels.min() < 0 or labels.max() >= len(self.category_ids)):
+            raise ValueError(
+                f"CocoEvaluator.update: image id {image_id}: labels must lie in [0, {len(self.category_ids)}), "
+                f"got {labels.unique().tolist()}"
+            )
+        if image_id in self._records:
+            return
+        self._records[image_id] = ImageDetections(  # copies: the caller may reuse its tensors
+            boxes.to("cpu", torch.float32, copy=True).numpy(),
+            scores.to("cpu", torch.float32, copy=True).numpy(),
+            labels.to("cpu", torch.int64, copy=True).numpy(),
+        )
+
+    def compute(self, results_path: str | os.PathLike | None = None, verbose: bool = True) -> EvalResult:
+        """Evaluate every image recorded so far, on all ranks together when running distributed.
+
+        Args:
+            results_path: where to write the COCO results JSON (rank 0 only, replaced atomically); None: not written.
+            verbose: print the summary and the per-class table (rank 0 only).
+
+        Returns the same ``EvalResult`` on every rank. Every rank must call it.
+        """
+        if distributed_world_size() == 1:
+            return self._evaluate(self._records, results_path, verbose)
+        gathered = gather_to_rank0(self._records)
+        if distributed_rank() != 0:
+            outcome, payload = broadcast_from_rank0(None)
+            if outcome == "error":
+                raise RuntimeError(f"CocoEvaluator.compute failed on rank 0: {payload}")
+            return payload
+        try:
+            result = self._evaluate(merge_records(gathered), results_path, verbose)
+        except Exception as error:
+            broadcast_from_rank0(("error", f"{type(error).__name__}: {error}"))  # the other ranks must not hang
+            raise
+        broadcast_from_rank0(("ok", result))
+        return result
+
+    def _evaluate(self, records: dict[int, ImageDetections], results_path, verbose: bool) -> EvalResult:
+        if not records:
+            raise ValueError("CocoEvaluator.compute: no image was passed to update()")
+        image_ids = sorted(records)
+        results = to_coco_results({i: records[i] for i in image_ids}, self.category_ids)
+        if results_path is not None:
+            write_json_atomically(results, results_path)
+        coco_eval, summary = run_cocoeval(self.coco_gt, results, image_ids, sorted(self.category_ids))
+        stats = {name: float(value) for name, value in zip(STAT_NAMES, coco_eval.stats)}
+        per_class = per_class_ap(coco_eval, self.category_ids, self.class_names)
+        result = EvalResult(stats, per_class, summary, len(image_ids), len(results))
+        if verbose:
+            print(summary)
+            print(format_per_class_table(per_class))
+        return result
+
+
+def merge_records(per_rank: list[dict[int, ImageDetections]]) -> dict[int, ImageDetections]:
+    """Union of the ranks' records (in rank order) keeping the first record of each image id."""
+    merged: dict[int, ImageDetections] = {}
+    for records in per_rank:
+        for image_id, detections in records.items():
+            merged.setdefault(image_id, detections)
+    return merged
+
+
+def to_coco_results(records: dict[int, ImageDetections], category_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """COCO results list: one ``{image_id, category_id, bbox [x, y, w, h], score}`` per detection.
+
+    ``records`` maps image id to detections (boxes xyxy, original pixels); labels map to ``category_ids[label]``.
+    """
+    results = []
+    for image_id, (boxes, scores, labels) in records.items():
+        xywh = boxes.astype(np.float64)
+        xywh[:, 2:] -= xywh[:, :2]
+        for box, score, label in zip(xywh.tolist(), scores.tolist(), labels.tolist()):
+            results.append({"image_id": image_id, "category_id": category_ids[label], "bbox": box, "score": score})
+    return results
+
+
+def write_json_atomically(obj: Any, path: str | os.PathLike) -> None:
+    """Write ``obj`` as JSON to ``path`` via a temporary file in the same folder: never half a file at ``path``."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    temp_path = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")  # open() honours the umask
+    try:
+        with open(temp_path, "w") as file:
+            json.dump(obj, file)
+        os.replace(temp_path, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temp_path)
+        raise
+
+
+def run_cocoeval(
+    coco_gt: COCO, results: list[dict[str, Any]], image_ids: Sequence[int], category_ids: Sequence[int]
+) -> tuple[COCOeval, str]:
+    """Run COCOeval (bbox) on ``image_ids`` x ``category_ids``; returns it (stats filled) and the summary text."""
+    chatter = io.StringIO()  # pycocotools prints progress; keep only the summary
+    with contextlib.redirect_stdout(chatter):
+        coco_dt = load_results(coco_gt, results)
+        coco_eval = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        coco_eval.params.imgIds = list(image_ids)
+        coco_eval.params.catIds = list(category_ids)
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+    summary = io.StringIO()
+    with contextlib.redirect_stdout(summary):
+        coco_eval.summarize()
+    return coco_eval, summary.getvalue().rstrip("\n")
+
+
+def load_results(coco_gt: COCO, results: list[dict[str, Any]]) -> COCO:
+    """``coco_gt.loadRes(results)``, also for an empty list (which loadRes cannot take)."""
+    if results:
+        return coco_gt.loadRes([dict(r) for r in results])  # loadRes adds keys to each dict: keep ours clean
+    coco_dt = COCO()
+    coco_dt.dataset = {"images": list(coco_gt.dataset["images"]), "categories": list(coco_gt.dataset["categories"]),
+                       "annotations": []}
+    coco_dt.createIndex()
+    return coco_dt
+
+
+def per_class_ap(
+    coco_eval: COCOeval, category_ids: Sequence[int], class_names: Sequence[str]
+) -> list[tuple[str, float, float]]:
+    """(class_name, AP@[.50:.95], AP@.50) per training label, area "all", the largest maxDets; nan without ground truth.
+
+    Reads COCOeval's accumulated precision array (T IoU thresholds, R recall points, K categories, A areas,
+    M maxDets), where -1 marks a category without ground truth.
+    """
+    params = coco_eval.params
+    precision = coco_eval.eval["precision"]
+    area = params.areaRngLbl.index("all")
+    iou50 = int(np.argmin(np.abs(np.asarray(params.iouThrs) - 0.5)))
+    table = []
+    for category_id, name in zip(category_ids, class_names):
+        k = list(params.catIds).index(category_id)
+        curve = precision[:, :, k, area, -1]  # (T, R)
+        table.append((name, mean_defined(curve), mean_defined(curve[iou50])))
+    return table
+
+
+def mean_defined(values: np.ndarray) -> float:
+    """Mean of the entries > -1 (COCOeval's "undefined" marker); nan when there are none."""
+    defined = values[values > -1]
+    return float(defined.mean()) if defined.size else math.nan
+
+
+def format_per_class_table(per_class: Sequence[tuple[str, float, float]]) -> str:
+    """Plain-text table, one row per class: name, AP, AP50 (3 decimals; "nan" for a class without ground truth)."""
+    width = max([len("class")] + [len(name) for name, _, _ in per_class])
+    lines = [f"{'class':<{width}}  {'AP':>6}  {'AP50':>6}"]
+    lines += [f"{name:<{width}}  {ap:>6.3f}  {ap50:>6.3f}" for name, ap, ap50 in per_class]
+    return "\n".join(lines)
