@@ -1,0 +1,173 @@
+"""Region proposal network (Ren et al., 2015) on FPN levels: the first stage of Faster R-CNN.
+
+A shared 3x3 conv scores every anchor as object / not object and regresses its box; the best-scored
+decoded anchors, after NMS, are the proposals the RoI head classifies. Anchors, matching, sampling,
+box coding and NMS all come from ``detkit.ops``.
+
+Dims: B images, C FPN width, A anchors per location, N_l = H_l * W_l * A anchors of level l,
+N anchors over all levels, M ground truths of one image, P_i proposals of image i.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detkit.models.box_loss import box_regression_loss
+from detkit.models.retinanet_head import _flatten_level as flatten_level
+from detkit.ops import (AnchorGenerator, BalancedSampler, BoxCoder, Matcher, batched_nms, box_iou,
+                        clip_boxes_to_image, remove_small_boxes)
+
+
+class RPNHead(nn.Module):
+    """Shared 3x3 conv + ReLU, then per-anchor objectness logits (A per location) and box deltas (4A).
+
+    ``forward(features: per level (B, C, H_l, W_l)) -> (logits per level (B, N_l), deltas per level (B, N_l, 4))``,
+    anchors location-major like ``detkit.ops.AnchorGenerator``.
+    """
+
+    def __init__(self, in_channels: int, num_anchors: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, in_channels, 3, padding=1)
+        self.objectness = nn.Conv2d(in_channels, num_anchors, 1)
+        self.box_deltas = nn.Conv2d(in_channels, num_anchors * 4, 1)
+        for conv in (self.conv, self.objectness, self.box_deltas):
+            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        logits, deltas = [], []
+        for feature in features:
+            hidden = F.relu(self.conv(feature))
+            logits.append(flatten_level(self.objectness(hidden), 1).squeeze(2))  # (B, N_l)
+            deltas.append(flatten_level(self.box_deltas(hidden), 4))  # (B, N_l, 4)
+        return logits, deltas
+
+
+class RegionProposalNetwork(nn.Module):
+    """Anchors + ``RPNHead`` + training targets + proposal selection.
+
+    Args:
+        in_channels: C, the width of every pyramid level.
+        strides: stride of each pyramid level, finest first.
+        anchor_sizes: anchor sizes in pixels per level (a tuple per level, one entry per size).
+        aspect_ratios: h / w of the anchors, used on every level.
+        fg_iou_threshold, bg_iou_threshold: anchors with IoU >= fg are positive, < bg background, between
+            ignored; each ground truth's best anchor is positive even below fg (low-quality matches).
+        batch_size_per_image, positive_fraction: anchors sampled per image for the losses, and the most
+            positives among them.
+        pre_nms_top_n_train / _test: best-scored anchors kept per level and image before NMS.
+        post_nms_top_n_train / _test: proposals kept per image after NMS.
+        nms_threshold: IoU above which a lower-scored proposal of the same level is suppressed.
+        min_size: proposals narrower or lower than this many pixels are dropped.
+        box_loss: "l1", "smooth_l1" or "giou" (see ``detkit.models.box_loss``).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        strides: list[int],
+        anchor_sizes: tuple[tuple[float, ...], ...],
+        aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
+        fg_iou_threshold: float = 0.7,
+        bg_iou_threshold: float = 0.3,
+        batch_size_per_image: int = 256,
+        positive_fraction: float = 0.5,
+        pre_nms_top_n_train: int = 2000,
+        pre_nms_top_n_test: int = 1000,
+        post_nms_top_n_train: int = 1000,
+        post_nms_top_n_test: int = 1000,
+        nms_threshold: float = 0.7,
+        min_size: float = 1e-3,
+        box_loss: str = "smooth_l1",
+    ):
+        super().__init__()
+        if len(anchor_sizes) != len(strides):
+            raise ValueError(f"anchor_sizes needs one entry per pyramid level (strides {list(strides)}), got {anchor_sizes}")
+        self.strides = list(strides)
+        self.anchor_generator = AnchorGenerator(tuple(tuple(s) for s in anchor_sizes), (tuple(aspect_ratios),) * len(strides))
+        num_anchors = self.anchor_generator.num_anchors_per_location()
+        if len(set(num_anchors)) != 1:
+            raise ValueError(f"the RPN head is shared by all levels: every level needs as many anchors, got {num_anchors}")
+        self.head = RPNHead(in_channels, num_anchors[0])
+        self.matcher = Matcher(fg_iou_threshold, bg_iou_threshold, allow_low_quality_matches=True)
+        self.sampler = BalancedSampler(batch_size_per_image, positive_fraction)
+        self.box_coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
+        self.pre_nms_top_n = {True: pre_nms_top_n_train, False: pre_nms_top_n_test}
+        self.post_nms_top_n = {True: post_nms_top_n_train, False: post_nms_top_n_test}
+        self.nms_threshold, self.min_size, self.box_loss = nms_threshold, min_size, box_loss
+
+    def forward(
+        self, features: list[torch.Tensor], image_sizes: list[tuple[int, int]], targets: list[dict] | None = None
+    ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        """Propose boxes for every image; in training also return the RPN losses.
+
+        Args:
+            features: per level (B, C, H_l, W_l), finest first, at ``strides``.
+            image_sizes: B x (h, w) before padding: proposals are clipped to them.
+            targets: B dicts with ``boxes`` (M, 4) float xyxy pixels; needed when ``self.training``.
+        Returns:
+            proposals: B tensors (P_i, 4) float32 xyxy pixels, detached, by decreasing objectness,
+                P_i <= post-NMS top-n; losses: ``{"rpn_objectness", "rpn_box"}`` scalars in training, else {}.
+        """
+        logits, deltas = self.head(features)
+        anchors = self.anchor_generator([tuple(f.shape[-2:]) for f in features], self.strides)  # per level (N_l, 4)
+        anchors = [a.to(features[0].device) for a in anchors]
+        proposals, _ = self.select_proposals([l.detach() for l in logits], [d.detach() for d in deltas], anchors, image_sizes)
+        if not self.training:
+            return proposals, {}
+        if targets is None:
+            raise ValueError("the RPN needs targets in training mode")
+        return proposals, self.losses(torch.cat(logits, 1), torch.cat(deltas, 1), torch.cat(anchors), targets)
+
+    def losses(self, logits: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
+        """logits (B, N), deltas (B, N, 4), anchors (N, 4) -> ``{"rpn_objectness", "rpn_box"}``.
+
+        Objectness: binary cross-entropy over the sampled anchors; box: regression loss over the sampled
+        positives; both divided by the number of sampled anchors in the batch. Images without ground
+        truth contribute background anchors only.
+        """
+        matched = [self.matcher(box_iou(t["boxes"], anchors)) for t in targets]  # B x (N,) Matcher encoding
+        positive, negative = (torch.stack(masks) for masks in self.sampler(matched))  # (B, N) bool each
+        sampled = positive | negative
+        num_sampled = sampled.sum().clamp(min=1)
+        objectness = F.binary_cross_entropy_with_logits(logits[sampled].float(), positive[sampled].float(), reduction="sum")
+        gt_boxes = torch.cat([t["boxes"][m[p]] for t, m, p in zip(targets, matched, positive)])  # (P, 4)
+        anchors_per_positive = anchors.expand(len(targets), -1, -1)[positive]  # (P, 4)
+        box = box_regression_loss(self.box_loss, deltas[positive], gt_boxes, anchors_per_positive, self.box_coder)
+        return {"rpn_objectness": objectness / num_sampled, "rpn_box": box / num_sampled}
+
+    @torch.no_grad()
+    def select_proposals(
+        self, logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
+        image_sizes: list[tuple[int, int]],
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per level top-k, decode, then per image clip, drop small boxes, NMS per level, keep the top-n.
+
+        Args:
+            logits: per level (B, N_l) objectness logits; deltas: per level (B, N_l, 4); anchors: per
+                level (N_l, 4) xyxy pixels; image_sizes: B x (h, w).
+        Returns:
+            (boxes, scores): B tensors (P_i, 4) float32 xyxy and B tensors (P_i,) objectness probabilities,
+            sorted by decreasing score.
+        """
+        pre_nms_top_n, post_nms_top_n = self.pre_nms_top_n[self.training], self.post_nms_top_n[self.training]
+        boxes, scores, levels = [], [], []
+        for level, (level_logits, level_deltas, level_anchors) in enumerate(zip(logits, deltas, anchors)):
+            top = level_logits.float().topk(min(pre_nms_top_n, level_logits.shape[1]), dim=1)  # (B, k)
+            top_deltas = level_deltas.gather(1, top.indices[..., None].expand(-1, -1, 4))  # (B, k, 4)
+            decoded = self.box_coder.decode(top_deltas.float().reshape(-1, 4), level_anchors[top.indices].reshape(-1, 4))
+            boxes.append(decoded.view(top_deltas.shape))
+            scores.append(top.values)
+            levels.append(torch.full((top.values.shape[1],), level, dtype=torch.int64, device=top.values.device))
+        boxes, scores, levels = torch.cat(boxes, 1), torch.cat(scores, 1).sigmoid(), torch.cat(levels)  # (B, T, 4), (B, T), (T,)
+        image_boxes, image_scores = [], []
+        for i, image_size in enumerate(image_sizes):
+            clipped = clip_boxes_to_image(boxes[i], image_size)  # (T, 4)
+            keep = remove_small_boxes(clipped, self.min_size)
+            keep = keep[batched_nms(clipped[keep], scores[i, keep], levels[keep], self.nms_threshold)]
+            # batched_nms orders the survivors of all levels by decreasing score: the cut keeps the best
+            keep = keep[:post_nms_top_n]
+            image_boxes.append(clipped[keep])
+            image_scores.append(scores[i, keep])
+        return image_boxes, image_scores
