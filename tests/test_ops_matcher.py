@@ -1,6 +1,7 @@
 """detkit.ops.Matcher: hand-computed matches, torchvision's Matcher as the oracle, the zero-IoU difference."""
 import pytest
 import torch
+import torchvision
 from torchvision.models.detection import _utils as tv_utils
 
 from detkit.ops import Matcher
@@ -43,6 +44,20 @@ def test_equals_torchvision_on_random_iou(allow_low_quality_matches, seed):
     iou[seed, :] *= 0.1  # one gt overlaps little: its best anchors are far below the thresholds
     expected = tv_utils.Matcher(0.5, 0.4, allow_low_quality_matches)(iou)
     assert torch.equal(Matcher(0.5, 0.4, allow_low_quality_matches)(iou), expected)
+
+
+@pytest.mark.parametrize("allow_low_quality_matches", [False, True])
+def test_equals_torchvision_on_boxes_with_few_candidates(allow_low_quality_matches):
+    """Realistic IoUs: every gt overlaps some anchor well, so few anchors can be a gt's best and only their
+    columns are compared (the other branch of the low-quality search than the random matrices above)."""
+    generator = torch.Generator().manual_seed(11)
+    top_left = torch.rand(3000, 2, generator=generator) * 500
+    anchors = torch.cat([top_left, top_left + 16 + torch.rand(3000, 2, generator=generator) * 48], dim=1)
+    gt_boxes = anchors[:12] + torch.randn(12, 4, generator=generator) * 4
+    iou = torchvision.ops.box_iou(gt_boxes, anchors)
+    assert 4 * int((iou.amax(dim=0) >= iou.amax(dim=1).min()).sum()) < iou.shape[1]
+    expected = tv_utils.Matcher(0.7, 0.3, allow_low_quality_matches)(iou)
+    assert torch.equal(Matcher(0.7, 0.3, allow_low_quality_matches)(iou), expected)
 
 
 def test_gt_with_zero_best_iou_promotes_nothing_unlike_torchvision():

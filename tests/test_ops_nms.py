@@ -62,6 +62,60 @@ def test_nms_equals_torchvision(n, threshold):
     assert torch.equal(nms(boxes, scores, threshold), expected)
 
 
+def clustered_detections(n: int, num_objects: int, seed: int):
+    """(n, 4) boxes jittered around num_objects objects, as a detector proposes them, and (n,) scores."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.rand(num_objects, 2, generator=generator) * 800
+    sizes = 20 + torch.rand(num_objects, 2, generator=generator) * 150
+    which = torch.randint(0, num_objects, (n,), generator=generator)
+    centre = centres[which] + torch.randn(n, 2, generator=generator) * sizes[which] * 0.1
+    half_size = sizes[which] * (1 + torch.randn(n, 2, generator=generator) * 0.1) / 2
+    return torch.cat([centre - half_size, centre + half_size], dim=1), torch.rand(n, generator=generator)
+
+
+@pytest.mark.parametrize("num_objects", [5, 300])
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7, 0.9])
+def test_blocked_nms_on_clustered_boxes_equals_torchvision(num_objects, threshold):
+    """3000 boxes take the blocked path; few objects keep few boxes (growing blocks), many keep many."""
+    boxes, scores = clustered_detections(3000, num_objects, seed=num_objects)
+    assert len(boxes) >= nms_module.BLOCKED_MIN_BOXES
+    assert torch.equal(nms(boxes, scores, threshold), torchvision.ops.nms(boxes, scores, threshold))
+
+
+@pytest.mark.parametrize("block_boxes, max_block_boxes", [(1, 1), (7, 50)])
+def test_blocked_nms_with_tiny_blocks_equals_torchvision(monkeypatch, block_boxes, max_block_boxes):
+    """Blocks of one box: every decision goes through the vectorised IoU test; 7 growing to 50: both parts."""
+    monkeypatch.setattr(nms_module, "BLOCKED_MIN_BOXES", 0)
+    monkeypatch.setattr(nms_module, "BLOCK_BOXES", block_boxes)
+    monkeypatch.setattr(nms_module, "MAX_BLOCK_BOXES", max_block_boxes)
+    for boxes, scores in (random_detections(300, 1, seed=8)[:2], clustered_detections(300, 4, seed=9)):
+        for threshold in (0.4, 0.7):
+            assert torch.equal(nms(boxes, scores, threshold), torchvision.ops.nms(boxes, scores, threshold))
+    boxes, scores, _ = random_detections(200, 1, seed=10)
+    assert torch.equal(nms(boxes.double(), scores.double(), 0.5), torchvision.ops.nms(boxes.double(), scores.double(), 0.5))
+
+
+def test_blocked_nms_compares_the_threshold_like_the_kernel(monkeypatch):
+    """The kernel tests float IoU > double threshold. A threshold just below an IoU x (not a float32 itself)
+    must suppress, though it rounds to x in float32, where x > x would not."""
+    monkeypatch.setattr(nms_module, "BLOCKED_MIN_BOXES", 0)
+    monkeypatch.setattr(nms_module, "BLOCK_BOXES", 1)  # the second box is decided by the vectorised test
+    boxes = torch.tensor([[0.0, 0.0, 3.0, 1.0], [1.0, 0.0, 4.0, 1.0]])  # IoU 2/4 = 0.5, exact
+    scores = torch.tensor([0.9, 0.8])
+    iou = box_iou(boxes[:1], boxes[1:]).item()
+    just_below = iou - 1e-12
+    assert torch.tensor(just_below, dtype=torch.float32).item() == iou
+    for threshold in (iou, just_below):
+        assert torch.equal(nms(boxes, scores, threshold), torchvision.ops.nms(boxes, scores, threshold))
+    assert torch.equal(nms(boxes, scores, just_below), torch.tensor([0]))
+
+
+def test_nms_with_tied_scores_equals_torchvision():
+    boxes, _, _ = random_detections(3000, 1, seed=11)
+    scores = torch.randint(0, 30, (3000,), generator=torch.Generator().manual_seed(12)).float()  # many ties
+    assert torch.equal(nms(boxes, scores, 0.5), torchvision.ops.nms(boxes, scores, 0.5))
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_keeps_the_indices_of_the_same_values_in_float32(dtype):
     boxes, scores, labels = random_detections(1500, 20, seed=1, extent=2000.0)

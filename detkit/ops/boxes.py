@@ -25,7 +25,8 @@ CPU_BLOCK_ELEMENTS = 1 << 18
 
 
 def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    """The dtype geometry is computed in: float32, or float64 if any input is float64."""
+    """The dtype detkit.ops computes in: float32 (also for fp16, bf16 and integer inputs, so that nothing
+    overflows or rounds coarsely), float64 if any input is float64."""
     dtype = torch.float32
     for tensor in tensors:
         dtype = torch.promote_types(dtype, tensor.dtype) if tensor.is_floating_point() else dtype

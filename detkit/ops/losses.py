@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from detkit.ops.boxes import compute_dtype
+
 REDUCTIONS = ("none", "mean", "sum")
 # Elements per chunk on CPU (measured best of 2**14..2**21): the few chunk-sized buffers stay in cache.
 CPU_CHUNK_ELEMENTS = 1 << 18
@@ -59,7 +61,7 @@ class _SigmoidFocalLoss(torch.autograd.Function):
     def forward(ctx, inputs: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: float, reduction: str):
         ctx.save_for_backward(inputs, targets)
         ctx.alpha, ctx.gamma, ctx.reduction = alpha, gamma, reduction
-        dtype = _compute_dtype(inputs)
+        dtype = compute_dtype(inputs)
         logits, labels = inputs.reshape(-1), targets.reshape(-1)  # (L,)
         with torch.autocast(inputs.device.type, enabled=False):
             if reduction == "none":
@@ -81,7 +83,7 @@ class _SigmoidFocalLoss(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_output: torch.Tensor):
         inputs, targets = ctx.saved_tensors
-        dtype = _compute_dtype(inputs)
+        dtype = compute_dtype(inputs)
         logits, labels = inputs.reshape(-1), targets.reshape(-1)  # (L,)
         grad_output = grad_output.to(dtype)
         if ctx.reduction == "mean":
@@ -99,10 +101,6 @@ class _SigmoidFocalLoss(torch.autograd.Function):
                 if not same_dtype:
                     grad_inputs[start:end] = out
         return grad_inputs.view(inputs.shape), None, None, None, None
-
-
-def _compute_dtype(inputs: torch.Tensor) -> torch.dtype:
-    return torch.float64 if inputs.dtype == torch.float64 else torch.float32
 
 
 def _chunks(length: int, dtype: torch.dtype, device: torch.device, num_buffers: int):

@@ -49,13 +49,15 @@ class Matcher:
         num_gt, num_anchors = iou.shape
         if num_gt == 0 or num_anchors == 0:
             return torch.full((num_anchors,), BACKGROUND, dtype=torch.int64, device=iou.device)
-        best_iou, best_gt = iou.max(dim=0)  # (N,) each: first gt among ties
-        matches = best_gt.clone()  # (N,)
-        matches[best_iou < self.high_threshold] = IGNORED
-        matches[best_iou < self.low_threshold] = BACKGROUND
+        best_iou = iou.amax(dim=0)  # (N,)
+        matches = torch.where(best_iou >= self.low_threshold, IGNORED, BACKGROUND)  # (N,) int64
+        is_matched = best_iou >= self.high_threshold  # (N,)
         if self.allow_low_quality_matches:
-            promoted = self._low_quality_anchors(iou, best_iou)  # (P',)
-            matches[promoted] = best_gt[promoted]
+            is_matched[self._low_quality_anchors(iou, best_iou)] = True
+        # The gt index is needed for the matched anchors only (usually a few percent): the max with
+        # indices over all N columns costs ~4x the max without.
+        matched = torch.nonzero(is_matched).squeeze(1)  # (Q,)
+        matches[matched] = _columns(iou, matched).max(dim=0).indices  # first gt among ties
         return matches
 
     @staticmethod
@@ -63,11 +65,19 @@ class Matcher:
         """Indices of anchors that have the highest IoU of some gt whose highest IoU is > 0.
 
         An anchor that is some gt's best has best_iou >= that gt's best IoU >= the smallest positive
-        per-gt best, so only anchors above that bound (P, usually few) are compared against the per-gt
-        bests, instead of the whole (M, N) matrix.
+        per-gt best, so when those candidates (P) are few only their columns are compared with the
+        per-gt bests, instead of the whole (M, N) matrix.
         """
-        gt_best = iou.max(dim=1).values  # (M,)
+        gt_best = iou.amax(dim=1)  # (M,)
         gt_best = torch.where(gt_best > 0, gt_best, torch.inf)  # a gt with best IoU 0 promotes nothing
         candidates = torch.nonzero(best_iou >= gt_best.min()).squeeze(1)  # (P,)
-        is_gt_best = (iou[:, candidates] == gt_best[:, None]).any(dim=0)  # (P,)
-        return candidates[is_gt_best]
+        few = 4 * len(candidates) < iou.shape[1]
+        columns = _columns(iou, candidates) if few else iou  # (M, P) or (M, N)
+        # any() over the rows of a bool matrix is ~10x slower than amax over the same bytes as uint8
+        is_a_gt_best = (columns == gt_best[:, None]).view(torch.uint8).amax(dim=0).bool()  # (P,) or (N,)
+        return candidates[is_a_gt_best] if few else torch.nonzero(is_a_gt_best).squeeze(1)
+
+
+def _columns(matrix: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """matrix (M, N), indices (Q,) -> matrix[:, indices] (M, Q); gather is ~2x faster than index_select here."""
+    return matrix.gather(1, indices.expand(matrix.shape[0], -1))

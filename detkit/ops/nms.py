@@ -3,23 +3,36 @@
 Dims:
     N: candidate boxes
     K: kept boxes
-    C: distinct class ids present
+    B: boxes per block of the blocked algorithm
 
-Chosen by measurement (tools/bench_ops.py): greedy NMS is inherently sequential, and torchvision's
-compiled kernel beats every exact vectorised formulation tried on CPU (a pairwise IoU matrix alone costs
-more than the whole kernel at N = 1k and 10k), so `nms` calls it. `batched_nms` runs it once per class on
-class-sorted contiguous slices for large inputs, and once on class-separated copies of the boxes for small
-inputs, where the per-class Python loop would dominate.
+Chosen by measurement (tools/bench_ops.py, 2 CPU threads). Greedy NMS is sequential, but almost all its
+work is comparing each kept box with every lower-scored box (~K * N / 2 IoUs). torchvision's compiled
+CPU kernel does those one pair at a time; from about 1000 boxes on it is faster to walk the boxes in
+blocks of B by decreasing score, test a whole block against all boxes kept so far with the vectorised
+`box_iou`, and let the kernel settle only the block's survivors among themselves (2-4x faster at
+N = 10k when many boxes are kept; ~0.3 ms slower when only a handful are). Smaller inputs, and CUDA
+(where torchvision's kernel is a parallel bitmask kernel), use the kernel alone. `box_iou` performs the
+kernel's float operations in the kernel's order, and the threshold is compared the way the kernel does
+(see `_largest_float_not_above`), so both give the same indices.
+
+`batched_nms` runs NMS once per class on class-sorted contiguous slices for large inputs, and once on
+class-separated copies of the boxes for small inputs, where the per-class Python loop would dominate.
 """
 from __future__ import annotations
 
 import torch
 import torchvision  # noqa: F401  (registers torch.ops.torchvision)
 
+from detkit.ops.boxes import box_iou, compute_dtype
+
 # Below this many boxes (CPU) one kernel call on class-separated boxes beats a loop over classes; the
 # separated call compares every pair across classes, so it loses as N grows (torchvision uses the same cut).
 SEPARATED_CALL_MAX_BOXES_CPU = 1000
 SEPARATED_CALL_MAX_BOXES_CUDA = 25_000
+# From this many boxes on (CPU) the blocked algorithm beats the kernel alone; B boxes per block.
+BLOCKED_MIN_BOXES = 1000
+BLOCK_BOXES = 256
+MAX_BLOCK_BOXES = 8192
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
@@ -36,7 +49,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     if len(boxes) == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
     boxes, scores = _as_kernel_dtype(boxes, scores)
-    return torch.ops.torchvision.nms(boxes, scores, float(iou_threshold))
+    return _greedy_nms(boxes, scores, float(iou_threshold))
 
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
@@ -70,13 +83,13 @@ def _check_inputs(boxes: torch.Tensor, scores: torch.Tensor) -> None:
 
 def _as_kernel_dtype(boxes: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """fp16/bf16 -> float32 (exact); the kernel needs boxes and scores of one dtype."""
-    dtype = torch.float64 if torch.float64 in (boxes.dtype, scores.dtype) else torch.float32
+    dtype = compute_dtype(boxes, scores)
     return boxes.to(dtype), scores.to(dtype)
 
 
 def _nms_on_separated_classes(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
                               iou_threshold: float) -> torch.Tensor:
-    """One kernel call on boxes translated so that different classes never overlap.
+    """NMS once on boxes translated so that different classes never overlap.
 
     Translated in float64, where the offsets move coordinates by ~1e-10 pixels at most: in float32 the
     rounding of coordinates near class_id * extent would change the IoUs of small boxes by up to a few
@@ -86,13 +99,14 @@ def _nms_on_separated_classes(boxes: torch.Tensor, scores: torch.Tensor, idxs: t
     origin = boxes64.min()
     extent = boxes64.max() - origin + 1
     separated = boxes64 - origin + (idxs.to(torch.float64) * extent)[:, None]  # (N, 4)
+    # the kernel alone: on class-separated boxes it beats the blocked algorithm (measured up to 1000 boxes)
     return torch.ops.torchvision.nms(separated, scores.to(torch.float64), float(iou_threshold))
 
 
 def _nms_per_class_slices(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
                           iou_threshold: float) -> torch.Tensor:
-    """One kernel call per class on contiguous slices of the boxes sorted by class (stable, so each class
-    keeps its boxes in their original order, as torchvision's per-class loop gives them to the kernel)."""
+    """NMS per class on contiguous slices of the boxes sorted by class (stable, so each class keeps its
+    boxes in their original order, as torchvision's per-class loop gives them to the kernel)."""
     order = torch.argsort(idxs, stable=True)  # (N,)
     counts = torch.bincount(idxs).tolist()  # per class id, zeros included
     sorted_boxes, sorted_scores = boxes[order], scores[order]  # (N, 4), (N,)
@@ -101,10 +115,53 @@ def _nms_per_class_slices(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch
     for count in counts:
         if count:
             end = start + count
-            kept_positions.append(torch.ops.torchvision.nms(sorted_boxes[start:end], sorted_scores[start:end],
-                                                            float(iou_threshold)) + start)
+            kept_positions.append(_greedy_nms(sorted_boxes[start:end], sorted_scores[start:end], float(iou_threshold))
+                                  + start)
             start = end
     keep_mask = torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)  # (N,)
     keep_mask[order[torch.cat(kept_positions)]] = True
     keep = torch.nonzero(keep_mask).squeeze(1)  # (K,) ascending
     return keep[scores[keep].sort(descending=True).indices]
+
+
+def _greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """boxes (N, 4), scores (N,) of one float dtype -> kept indices (K,) by decreasing score."""
+    if boxes.device.type != "cpu" or len(boxes) < BLOCKED_MIN_BOXES:
+        return torch.ops.torchvision.nms(boxes, scores, iou_threshold)
+    return _blocked_nms(boxes, scores, iou_threshold)
+
+
+def _blocked_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Exact greedy NMS, a block of boxes at a time in order of decreasing score (see the module docstring)."""
+    order = scores.sort(descending=True, stable=True).indices  # (N,): ties by index, as in the kernel
+    sorted_boxes, sorted_scores = boxes[order], scores[order]  # (N, 4), (N,)
+    threshold = _largest_float_not_above(iou_threshold, boxes.dtype)  # IoU > it <=> IoU > iou_threshold
+    kept_positions = []  # per block (K_b,) positions in the sorted order
+    kept_boxes = boxes.new_empty((0, 4))  # (K, 4) kept so far
+    start, block_size = 0, BLOCK_BOXES
+    while start < len(boxes):
+        block = sorted_boxes[start:start + block_size]  # (B, 4)
+        survivors = torch.arange(len(block))  # (S,) positions in the block not overlapping a kept box
+        if len(kept_boxes):
+            overlaps = box_iou(kept_boxes, block) > threshold  # (K, B): B long rows vectorise well even for small K
+            # any() over rows of a bool matrix is slow on CPU, amax over the same bytes as uint8 is not
+            survivors = torch.nonzero(overlaps.view(torch.uint8).amax(dim=0) == 0).squeeze(1)
+        # the kernel sorts stably, and the block is sorted already: it returns ascending positions
+        within = torch.ops.torchvision.nms(block[survivors], sorted_scores[start:start + block_size][survivors],
+                                           iou_threshold)  # (K_b,)
+        kept_here = survivors[within]  # (K_b,)
+        kept_positions.append(kept_here + start)
+        kept_boxes = torch.cat([kept_boxes, block[kept_here]])
+        start += len(block)
+        # few survivors (clustered boxes): larger blocks, fewer steps; many: small blocks, small kernel calls
+        block_size = min(2 * block_size, MAX_BLOCK_BOXES) if len(survivors) * 8 < len(block) else BLOCK_BOXES
+    return order[torch.cat(kept_positions)]
+
+
+def _largest_float_not_above(value: float, dtype: torch.dtype) -> float:
+    """The kernel compares float IoUs with the threshold in double precision: for a float IoU x,
+    x > value  <=>  x > (the largest float of `dtype` not above value)."""
+    rounded = torch.tensor(value, dtype=dtype)
+    if rounded.item() > value:
+        rounded = torch.nextafter(rounded, torch.tensor(-torch.inf, dtype=dtype))
+    return rounded.item()
