@@ -4,20 +4,9 @@ import torch
 from torchvision.ops import box_iou
 
 from detkit.models.faster_rcnn import FasterRCNN
+from scenes import K, SIZE, assert_detections_format, detect_on_two_sizes, empty_target, synthetic_batch, train_steps
 
-K = 3
-SIZE = 96
-COLOURS = torch.tensor([[1.0, 0.1, 0.1], [0.1, 1.0, 0.1], [0.1, 0.1, 1.0]])  # one per class
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: on a shared 2-core machine, 2 OpenMP threads next to another busy process made a
-    training step ~80x slower (spinning threads waiting for each other); one thread is fast either way."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_model(**kwargs) -> FasterRCNN:
@@ -27,42 +16,12 @@ def small_model(**kwargs) -> FasterRCNN:
     return FasterRCNN(**(options | kwargs))
 
 
-def draw(boxes: list[list[int]], labels: list[int]) -> tuple[torch.Tensor, dict]:
-    """A SIZE x SIZE image of dim noise with a solid rectangle of its class colour per box."""
-    image = torch.rand(3, SIZE, SIZE) * 0.3
-    for (x1, y1, x2, y2), label in zip(boxes, labels):
-        image[:, y1:y2, x1:x2] = COLOURS[label][:, None, None]
-    return image, {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), "labels": torch.tensor(labels, dtype=torch.int64)}
-
-
-def synthetic_batch() -> tuple[torch.Tensor, list[dict]]:
-    items = [draw([[8, 8, 40, 30], [50, 44, 80, 90]], [0, 2]),
-             draw([[20, 30, 60, 60]], [1]),
-             draw([[5, 60, 30, 90], [40, 10, 90, 40], [60, 60, 85, 85]], [1, 0, 2]),
-             draw([[30, 20, 54, 70]], [2])]
-    return torch.stack([image for image, _ in items]), [target for _, target in items]
-
-
-def empty_target() -> dict:
-    return {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
-
-
 def test_overfits_a_few_images():
     torch.manual_seed(0)
     images, targets = synthetic_batch()
     sizes = [(SIZE, SIZE)] * len(targets)
     model = small_model()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
-    steps = 100
-    for step in range(steps):
-        if step == 3 * steps // 4:
-            for group in optimizer.param_groups:
-                group["lr"] *= 0.1  # a lower rate to settle the boxes
-        losses = model(images, sizes, targets)
-        optimizer.zero_grad()
-        sum(losses.values()).backward()
-        optimizer.step()
-    model.eval()
+    train_steps(model, images, targets, steps=100)
     with torch.no_grad():
         detections = model(images, sizes)
     for detection, target in zip(detections, targets):
@@ -104,27 +63,9 @@ def test_other_box_losses_train(box_loss):
 
 
 def test_detections_format_in_each_images_pixels():
-    torch.manual_seed(0)
-    images, _ = synthetic_batch()
-    sizes = [(SIZE, SIZE), (70, 50)]
-    images = images[:2].clone()
-    images[1, :, 70:], images[1, :, :, 50:] = 0, 0  # zero padding as collate does
-    model = small_model(detections_per_image=30, score_threshold=0.05).eval()
-    with torch.no_grad():
-        detections = model(images, sizes)
-    assert len(detections) == 2
-    for detection, (height, width) in zip(detections, sizes):
-        assert set(detection) == {"boxes", "scores", "labels"}
-        boxes, scores, labels = detection["boxes"], detection["scores"], detection["labels"]
-        # an untrained classifier gives every class ~1 / (K + 1) > 0.05: there are detections to check
-        assert 0 < len(boxes) <= 30 and boxes.shape == (len(boxes), 4)
-        assert boxes.dtype == scores.dtype == torch.float32 and labels.dtype == torch.int64
-        assert scores.shape == labels.shape == (len(boxes),)
-        assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
-        assert (boxes[:, 2] <= width).all() and (boxes[:, 3] <= height).all()
-        assert (boxes[:, :2] <= boxes[:, 2:]).all()
-        assert (scores[:-1] >= scores[1:]).all() and (scores > 0.05).all()
-        assert ((labels >= 0) & (labels < K)).all()
+    # an untrained classifier gives every class ~1 / (K + 1) > 0.05: there are detections to check
+    detections, sizes = detect_on_two_sizes(small_model(detections_per_image=30, score_threshold=0.05))
+    assert_detections_format(detections, sizes, max_detections=30, score_threshold=0.05)
 
 
 def test_extra_levels_feed_the_rpn_only():

@@ -13,7 +13,6 @@ visible pixel count. Colours keep a clear distance from the background and from 
 from __future__ import annotations
 
 import functools
-import json
 import math
 import multiprocessing
 import os
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from PIL import Image
+
+from detkit.json_io import write_json_atomically
 
 SHAPES_CATEGORIES = [
     {"id": 1, "name": "circle", "supercategory": "shape"},
@@ -216,13 +217,6 @@ def make_image(seed: int, split: str, index: int, image_size: int) -> tuple[np.n
     return render_scene(shapes, masks, appearance, image_size), scene_annotations(shapes, masks)
 
 
-def _write_json_atomically(data: dict, path: str) -> None:
-    temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as f:
-        json.dump(data, f, separators=(",", ":"))
-    os.replace(temporary, path)  # a crash never leaves a half-written file that looks complete
-
-
 def _write_image(job: tuple[str, str, int, int, int]) -> list[dict]:
     """Draw one image, save it as PNG, return its annotation fields (a picklable job for a process pool)."""
     out_dir, split, index, image_size, seed = job
@@ -263,7 +257,7 @@ def generate_split(out_dir: str, split: str, count: int, first_image_id: int, im
         "categories": SHAPES_CATEGORIES,
     }
     path = os.path.join(out_dir, f"instances_{split}.json")
-    _write_json_atomically(data, path)
+    write_json_atomically(data, path, compact=True)
     return path
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detkit.evaluation.gather import broadcast_from_rank0, distributed_rank, distributed_world_size, gather_to_rank0
+from detkit.json_io import write_json_atomically
 
 # Names of COCOeval.stats in its order (AP over IoU 0.50:0.95 unless named; AR at 1/10/100 detections).
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -183,22 +183,6 @@ def to_coco_results(records: dict[int, ImageDetections], category_ids: Sequence[
         for box, score, label in zip(xywh.tolist(), scores.tolist(), labels.tolist()):
             results.append({"image_id": image_id, "category_id": category_ids[label], "bbox": box, "score": score})
     return results
-
-
-def write_json_atomically(obj: Any, path: str | os.PathLike) -> None:
-    """Write ``obj`` as JSON to ``path`` via a temporary file in the same folder: never half a file at ``path``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    temp_path = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")  # open() honours the umask
-    try:
-        with open(temp_path, "w") as file:
-            json.dump(obj, file)
-        os.replace(temp_path, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temp_path)
-        raise
 
 
 def run_cocoeval(

@@ -170,8 +170,10 @@ def _load_resnet_weights(resnet: nn.Module, name: str, weights: str) -> None:
     # GroupNorm has no running statistics: pretrained BN statistics are dropped, affine params kept.
     own = resnet.state_dict()
     state = {k: v for k, v in state.items() if k in own}
-    missing = [k for k in own if k not in state and not k.startswith("fc.") and "num_batches_tracked" not in k]
-    missing = [k for k in missing if not k.endswith(("running_mean", "running_var"))]
-    if missing:
-        raise ValueError(f"weights {weights!r} do not fit {name}: missing {missing[:5]}")
+    missing = [k for k in own if k not in state and not k.startswith("fc.") and "num_batches_tracked" not in k
+               and not k.endswith(("running_mean", "running_var"))]
+    wrong_shape = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if v.shape != own[k].shape]
+    if missing or wrong_shape:
+        raise ValueError(f"backbone weights {weights!r} do not fit {name}: missing {missing[:3]}, "
+                         f"wrong shape {wrong_shape[:3]} ({len(missing)} missing, {len(wrong_shape)} mismatched)")
     resnet.load_state_dict(state, strict=False)

@@ -15,9 +15,7 @@ from detkit.models.box_loss import box_regression_loss
 from detkit.models.fpn import FeaturePyramid
 from detkit.models.postprocess import select_detections
 from detkit.models.retinanet_head import RetinaNetHead
-from detkit.ops import AnchorGenerator, BoxCoder, Matcher, box_iou, sigmoid_focal_loss
-
-BACKGROUND, IGNORED = -1, -2  # the Matcher's encoding
+from detkit.ops import IGNORED, AnchorGenerator, BoxCoder, Matcher, box_iou, sigmoid_focal_loss
 
 
 class RetinaNet(nn.Module):

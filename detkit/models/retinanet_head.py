@@ -22,7 +22,7 @@ def _subnet(channels: int, depth: int, norm: str | None) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _flatten_level(output: torch.Tensor, values_per_anchor: int) -> torch.Tensor:
+def flatten_level(output: torch.Tensor, values_per_anchor: int) -> torch.Tensor:
     """(B, A * V, H, W) -> (B, H * W * A, V), location-major like ``AnchorGenerator``'s anchors."""
     batch, _, height, width = output.shape
     output = output.view(batch, -1, values_per_anchor, height, width)  # (B, A, V, H, W)
@@ -54,6 +54,6 @@ class RetinaNetHead(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """features: per level (B, C, H_l, W_l) -> (class logits per level (B, N_l, K), deltas per level (B, N_l, 4))."""
-        logits = [_flatten_level(self.cls_logits(self.cls_tower(f)), self.num_classes) for f in features]
-        deltas = [_flatten_level(self.box_deltas(self.box_tower(f)), 4) for f in features]
+        logits = [flatten_level(self.cls_logits(self.cls_tower(f)), self.num_classes) for f in features]
+        deltas = [flatten_level(self.box_deltas(self.box_tower(f)), 4) for f in features]
         return logits, deltas

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from detkit.models.box_loss import box_regression_loss
-from detkit.models.retinanet_head import _flatten_level as flatten_level
+from detkit.models.retinanet_head import flatten_level
 from detkit.ops import (AnchorGenerator, BalancedSampler, BoxCoder, Matcher, batched_nms, box_iou,
                         clip_boxes_to_image, remove_small_boxes)
 

@@ -1,0 +1,13 @@
+"""Fixtures shared by the test files."""
+import pytest
+import torch
+
+
+@pytest.fixture
+def one_thread():
+    """One thread: on a shared 2-core machine, 2 OpenMP threads next to another busy process made a
+    training step ~80x slower (spinning threads waiting for each other); one thread is fast either way."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
