@@ -1,0 +1,52 @@
+"""Print the foreground/background imbalance of a config's dense stage on the val split: RetinaNet's anchors,
+or Faster R-CNN's RPN anchors and the share of positives its sampler keeps. What focal loss, the ignore band,
+low-quality matches and sampling are there to fix, in numbers.
+
+    python tools/imbalance_stats.py --config configs/retinanet_shapes.yaml [--num-images 500] [overrides]
+"""
+import argparse
+import sys
+
+import torch
+
+from detkit.data.collate import padded_size
+from detkit.engine.cli import DetectionCLI
+from detkit.evaluation.imbalance import ImbalanceStats
+from detkit.ops import box_iou
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--num-images", type=int, default=500)
+    options, cli_args = parser.parse_known_args(sys.argv[1:])
+    cli = DetectionCLI(run=False, args=cli_args + ["--trainer.logger=false"], save_config_callback=None)
+    detector, dataset = cli.model.detector, cli.datamodule.val_dataset
+    is_rpn = hasattr(detector, "rpn")
+    dense = detector.rpn if is_rpn else detector  # Faster R-CNN's dense stage is its RPN
+    strides = dense.strides if is_rpn else detector.body.strides
+    stats = ImbalanceStats(
+        num_classes=1 if is_rpn else detector.num_classes,
+        prior=0.5 if is_rpn else round(float(detector.head.cls_logits.bias[0].detach().sigmoid()), 4),  # RPN bias starts at 0
+        focal_alpha=-1.0 if is_rpn else detector.focal_alpha, focal_gamma=0.0 if is_rpn else detector.focal_gamma)
+    sampled_positive = sampled = 0
+    for index in range(min(options.num_images, len(dataset))):
+        image, target = dataset[index]
+        height, width = padded_size(*image.shape[-2:], cli.datamodule.size_divisor)
+        anchors = torch.cat(dense.anchor_generator([(-(-height // s), -(-width // s)) for s in strides], strides))
+        stats.add_image(anchors, target["boxes"], dense.matcher)
+        if is_rpn:
+            positive, negative = (masks[0] for masks in dense.sampler([dense.matcher(box_iou(target["boxes"], anchors))]))
+            sampled_positive += int(positive.sum())
+            sampled += int(positive.sum() + negative.sum())
+    rows = stats.rows()
+    if is_rpn:
+        rows += [("RPN anchors sampled per image", f"{sampled / max(stats.images, 1):.0f}"),
+                 ("  positive share of the sampled", f"{100 * sampled_positive / max(sampled, 1):.1f}%")]
+    width = max(len(name) for name, _ in rows)
+    print(f"{'RPN' if is_rpn else 'RetinaNet'} anchors on the val split, {dense.matcher}:")
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()
