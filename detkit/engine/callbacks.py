@@ -6,23 +6,32 @@ import time
 import lightning as L
 
 
-class TrainingSpeed(L.Callback):
-    """Measures training throughput in images per second, data loading included, validation excluded.
+class Throughput(L.Callback):
+    """Training and inference throughput in images per second.
 
-    Counted: each training step, and the wait for its batch after the previous step (the data
-    loader's share). Validation pauses the clock, so the figure is comparable across validation
-    frequencies. ``images_per_second`` and ``train_seconds`` are read by tools after ``fit``.
+    Training counts each step and the wait for its batch after the previous step (the data loader's
+    share); validation pauses that clock, so the figure does not depend on how often validation runs.
+    Inference counts each validation step: the detector's forward pass, post-processing and the
+    hand-over of detections to the evaluator, not the COCOeval computation at the end of the epoch.
+    Tools read ``train_images_per_second`` after ``fit`` and ``inference_images_per_second`` after ``validate``.
     """
 
     def __init__(self):
-        self.images = 0
-        self.train_seconds = 0.0
+        self.train_images, self.train_seconds = 0, 0.0
+        self.inference_images, self.inference_seconds = 0, 0.0
         self._last_step_end: float | None = None
         self._step_start = 0.0
 
     @property
-    def images_per_second(self) -> float:
-        return self.images / self.train_seconds if self.train_seconds else 0.0
+    def train_images_per_second(self) -> float:
+        return self.train_images / self.train_seconds if self.train_seconds else 0.0
+
+    @property
+    def inference_images_per_second(self) -> float:
+        return self.inference_images / self.inference_seconds if self.inference_seconds else 0.0
+
+    def reset_inference(self) -> None:
+        self.inference_images, self.inference_seconds = 0, 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._step_start = time.perf_counter()
@@ -32,10 +41,17 @@ class TrainingSpeed(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._last_step_end = time.perf_counter()
         self.train_seconds += self._last_step_end - self._step_start
-        self.images += len(batch["image_sizes"]) * trainer.world_size
+        self.train_images += len(batch["image_sizes"]) * trainer.world_size
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._last_step_end = None  # the loader's start-up is not a step's wait
 
     def on_validation_start(self, trainer, pl_module) -> None:
         self._last_step_end = None
 
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._last_step_end = None  # the loader's start-up is not a step's wait
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self._step_start = time.perf_counter()
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.inference_seconds += time.perf_counter() - self._step_start
+        self.inference_images += len(batch["image_sizes"]) * trainer.world_size

@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from detkit.data import DetectionDataModule
-from detkit.engine.callbacks import TrainingSpeed
+from detkit.engine.callbacks import Throughput
 from detkit.engine.module import DetectionModule
 from detkit.evaluation import format_per_class_table
 
@@ -36,14 +36,24 @@ class DetectionCLI(LightningCLI):
             "checkpoint.save_last": True, "checkpoint.auto_insert_metric_name": False,
         })
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
-        parser.add_lightning_class_args(TrainingSpeed, "speed")
+        parser.add_lightning_class_args(Throughput, "speed")
+
+    def parse_arguments(self, parser, args) -> None:
+        """Parse ``args`` when given, without LightningCLI's warning about ``sys.argv``: detkit's tools pass
+        the command line they were given, edited (their own options taken out, defaults put in)."""
+        if isinstance(args, list):
+            self.config = parser.parse_args(args)
+        else:
+            super().parse_arguments(parser, args)
 
 
-def print_evaluation(result, title: str) -> None:
-    """Print the pycocotools summary (12 lines) and the per-class AP table of an ``EvalResult``."""
+def print_evaluation(result, title: str, throughput: Throughput) -> None:
+    """Print the pycocotools summary (12 lines), the per-class AP table of an ``EvalResult`` and the inference speed."""
     print(f"\n== {title}: COCO bbox evaluation on {result.num_images} images, {result.num_detections} detections ==")
     print(result.summary)
     print(format_per_class_table(result.per_class))
+    print(f"inference: {throughput.inference_images} images in {throughput.inference_seconds:.1f} s = "
+          f"{throughput.inference_images_per_second:.1f} images/s")
 
 
 def train(args: list[str] | None = None) -> tuple[DetectionCLI, object]:
@@ -51,13 +61,19 @@ def train(args: list[str] | None = None) -> tuple[DetectionCLI, object]:
     cli = DetectionCLI(run=False, args=args)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     best = cli.trainer.checkpoint_callback.best_model_path if cli.trainer.checkpoint_callback else ""
+    throughput = _throughput(cli)
+    throughput.reset_inference()
     cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=best or None, verbose=False)
     result = cli.model.last_evaluation
     if cli.trainer.is_global_zero:
-        speed = next(c for c in cli.trainer.callbacks if isinstance(c, TrainingSpeed))
-        print(f"\ntraining: {speed.images} images in {speed.train_seconds:.0f} s = {speed.images_per_second:.1f} images/s")
-        print_evaluation(result, f"best checkpoint {best or '(final weights)'}")
+        print(f"\ntraining: {throughput.train_images} images in {throughput.train_seconds:.0f} s = "
+              f"{throughput.train_images_per_second:.1f} images/s")
+        print_evaluation(result, f"best checkpoint {best or '(final weights)'}", throughput)
     return cli, result
+
+
+def _throughput(cli: DetectionCLI) -> Throughput:
+    return next(c for c in cli.trainer.callbacks if isinstance(c, Throughput))
 
 
 def _config_beside(checkpoint: str) -> str:
@@ -81,7 +97,7 @@ def evaluate(args: list[str] | None = None):
     cli = DetectionCLI(run=False, args=args + ["--trainer.logger=false"], save_config_callback=None)
     cli.model.hparams.results_path = results
     cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint, verbose=False)
-    print_evaluation(cli.model.last_evaluation, f"checkpoint {checkpoint}")
+    print_evaluation(cli.model.last_evaluation, f"checkpoint {checkpoint}", _throughput(cli))
     print(f"results written to {results}")
     return cli.model.last_evaluation
 
