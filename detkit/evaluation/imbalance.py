@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from detkit.ops import Matcher, box_iou
+from detkit.ops import BACKGROUND, IGNORED, Matcher, box_iou
 
 
 @dataclass
@@ -43,8 +43,8 @@ class ImbalanceStats:
         self.objects += len(gt_boxes)
         self.anchors += len(anchors)
         self.positive += int((matched >= 0).sum())
-        self.ignored += int((matched == -2).sum())
-        self.background += int((matched == -1).sum())
+        self.ignored += int((matched == IGNORED).sum())
+        self.background += int((matched == BACKGROUND).sum())
         unreached = ~_reached(strict, len(gt_boxes))  # (M,)
         self.objects_without_positive += int(unreached.sum())
         self.rescued_objects += int((unreached & _reached(matched, len(gt_boxes))).sum())
