@@ -19,7 +19,8 @@ GT = torch.tensor([[0.0, 0.0, 10.0, 10.0], [100.0, 100.0, 104.0, 110.0]])
 
 def stats_of(allow_low_quality: bool) -> ImbalanceStats:
     stats = ImbalanceStats(num_classes=3, prior=0.01, focal_alpha=0.25, focal_gamma=2.0)
-    stats.add_image(ANCHORS, GT, Matcher(0.5, 0.4, allow_low_quality_matches=allow_low_quality))
+    matched = stats.add_image(ANCHORS, GT, Matcher(0.5, 0.4, allow_low_quality_matches=allow_low_quality))
+    assert matched.tolist() == ([0, 0, -2, 1, -1] if allow_low_quality else [0, 0, -2, -2, -1])
     stats.add_image(ANCHORS, torch.zeros(0, 4), Matcher(0.5, 0.4, allow_low_quality_matches=allow_low_quality))
     return stats
 

@@ -12,7 +12,6 @@ import torch
 from detkit.data.collate import padded_size
 from detkit.engine.cli import DetectionCLI
 from detkit.evaluation.imbalance import ImbalanceStats
-from detkit.ops import box_iou
 
 
 def main() -> None:
@@ -33,9 +32,9 @@ def main() -> None:
         image, target = dataset[index]
         height, width = padded_size(*image.shape[-2:], cli.datamodule.size_divisor)
         anchors = torch.cat(dense.anchor_generator([(-(-height // s), -(-width // s)) for s in strides], strides))
-        stats.add_image(anchors, target["boxes"], dense.matcher)
+        matched = stats.add_image(anchors, target["boxes"], dense.matcher)  # (N,)
         if is_rpn:
-            positive, negative = (masks[0] for masks in dense.sampler([dense.matcher(box_iou(target["boxes"], anchors))]))
+            positive, negative = (masks[0] for masks in dense.sampler([matched]))
             sampled_positive += int(positive.sum())
             sampled += int(positive.sum() + negative.sum())
     rows = stats.rows()

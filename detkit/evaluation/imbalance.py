@@ -34,8 +34,11 @@ class ImbalanceStats:
     objects_without_positive: int = 0  # before low-quality matching
     rescued_objects: int = 0  # of those, the ones low-quality matching gives a positive
 
-    def add_image(self, anchors: torch.Tensor, gt_boxes: torch.Tensor, matcher: Matcher) -> None:
-        """anchors (N, 4), gt_boxes (M, 4) xyxy pixels; ``matcher``'s thresholds define the bands."""
+    def add_image(self, anchors: torch.Tensor, gt_boxes: torch.Tensor, matcher: Matcher) -> torch.Tensor:
+        """anchors (N, 4), gt_boxes (M, 4) xyxy pixels; ``matcher``'s thresholds define the bands.
+
+        Returns ``matcher``'s result (N,) int64 (gt index, -1 background, -2 ignored), e.g. for a sampler.
+        """
         iou = box_iou(gt_boxes, anchors)  # (M, N)
         strict = Matcher(matcher.high_threshold, matcher.low_threshold, allow_low_quality_matches=False)(iou)  # (N,)
         matched = matcher(iou)  # (N,)
@@ -48,6 +51,7 @@ class ImbalanceStats:
         unreached = ~_reached(strict, len(gt_boxes))  # (M,)
         self.objects_without_positive += int(unreached.sum())
         self.rescued_objects += int((unreached & _reached(matched, len(gt_boxes))).sum())
+        return matched
 
     def background_loss_share(self, focal: bool, prior: float | None = None) -> float:
         """Share of the summed classification loss carried by background anchors, every score at ``prior``
