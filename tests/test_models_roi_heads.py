@@ -4,7 +4,8 @@ import torch
 from torchvision.models.detection.roi_heads import RoIHeads as TorchvisionRoIHeads
 from torchvision.ops import MultiScaleRoIAlign, box_iou, roi_align
 
-from detkit.models.roi_heads import RoIHeads, build_roi_pooler
+from detkit.models.roi_heads import RoIHeads
+from detkit.models.roi_pooler import build_roi_pooler
 
 K = 3
 STRIDES = [8, 16]
@@ -122,6 +123,32 @@ def test_pooler_uses_the_strides_not_a_guess_from_image_sizes():
     assert not torch.allclose(guessing(features, [boxes], [(65, 65)]), pooled)
     with pytest.raises(ValueError, match="strides"):
         build_roi_pooler([8, 24])
+
+
+def test_pooler_equals_torchvision_multiscale_roi_align_with_the_same_levels(threads):
+    threads(2)  # detkit.ops.roi_align splits the channels over 2 threads
+    strides = [4, 8, 16, 32]
+    pooler = build_roi_pooler(strides)
+    oracle = MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)
+    oracle.scales, oracle.map_levels = pooler.scales, pooler.map_levels
+    generator = torch.Generator().manual_seed(0)
+    features = {str(i): torch.randn(2, 64, 512 // s, 512 // s, generator=generator) for i, s in enumerate(strides)}
+    # 8-500 px boxes, so that every level gets RoIs (P2-P5 for sqrt(area) < 112, < 224, < 448, >= 448)
+    sizes = 8 * (500 / 8) ** torch.rand(500, 1, generator=generator)  # (500, 1) log-uniform
+    centres = sizes / 2 + torch.rand(500, 2, generator=generator) * (512 - sizes).clamp(min=0)  # (500, 2)
+    boxes = torch.cat([centres - sizes / 2, centres + sizes / 2], 1).split([300, 200])
+    assert sorted(set(pooler.map_levels(list(boxes)).tolist())) == [0, 1, 2, 3]
+    grad = torch.randn(500, 64, 7, 7, generator=generator)
+    results = []
+    for module in (pooler, oracle):
+        leaves = {name: f.clone().requires_grad_() for name, f in features.items()}
+        pooled = module(leaves, list(boxes), [(512, 512), (512, 512)])
+        pooled.backward(grad)
+        results.append((pooled.detach(), [leaves[name].grad for name in sorted(leaves)]))
+    (pooled, grads), (expected, expected_grads) = results
+    assert torch.equal(pooled, expected)
+    for grad_level, expected_level in zip(grads, expected_grads):
+        assert torch.equal(grad_level, expected_level)
 
 
 def test_out_of_range_labels_are_reported_with_the_image_id():

@@ -9,16 +9,13 @@ M ground truths of one image, S = 7 the pooled size, D detections of one image.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import MultiScaleRoIAlign
-from torchvision.ops.poolers import initLevelMapper
 
 from detkit.models.box_loss import box_regression_loss
 from detkit.models.postprocess import select_detections
+from detkit.models.roi_pooler import build_roi_pooler
 from detkit.ops import BalancedSampler, BoxCoder, Matcher, box_iou
 
 
@@ -57,26 +54,6 @@ class BoxPredictor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.cls_score(x), self.bbox_pred(x).view(-1, self.num_classes, 4)
-
-
-def build_roi_pooler(strides: list[int], output_size: int = 7, sampling_ratio: int = 2,
-                     canonical_scale: int = 224, canonical_level: int = 4) -> MultiScaleRoIAlign:
-    """``MultiScaleRoIAlign`` over levels named "0", "1", ... at ``strides`` (finest first, doubling).
-
-    torchvision infers each level's scale on its first call from the feature and image sizes and
-    caches it; that guess fails on small or strongly padded images (a 1-2 cell map of a 65 px
-    image rounds to the wrong power of two). The strides are known here, so scales and the level
-    mapper (FPN paper, eq. 1: level = floor(canonical_level + log2(sqrt(area) / canonical_scale)),
-    clamped to the available levels) are set exactly instead.
-    """
-    levels = [math.log2(s) for s in strides]
-    if any(level != round(level) for level in levels) or any(b != a + 1 for a, b in zip(levels, levels[1:])):
-        raise ValueError(f"RoI pooling needs power-of-two strides doubling per level, got {strides}")
-    pooler = MultiScaleRoIAlign([str(i) for i in range(len(strides))], output_size, sampling_ratio,
-                                canonical_scale=canonical_scale, canonical_level=canonical_level)
-    pooler.scales = [1.0 / s for s in strides]
-    pooler.map_levels = initLevelMapper(int(levels[0]), int(levels[-1]), canonical_scale, canonical_level)
-    return pooler
 
 
 class RoIHeads(nn.Module):

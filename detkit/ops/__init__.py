@@ -1,4 +1,4 @@
-"""Shared detection kernels: box geometry, NMS, box coding, anchors, matching, sampling, focal loss.
+"""Shared detection kernels: box geometry, NMS, box coding, anchors, matching, sampling, focal loss, RoIAlign.
 
 Imports nothing else of detkit. Boxes are float tensors (N, 4), absolute-pixel xyxy, x1 <= x2, y1 <= y2.
 """
@@ -8,6 +8,7 @@ from detkit.ops.boxes import box_area, box_iou, clip_boxes_to_image, generalized
 from detkit.ops.losses import sigmoid_focal_loss
 from detkit.ops.matcher import BACKGROUND, IGNORED, Matcher
 from detkit.ops.nms import batched_nms, nms
+from detkit.ops.pooling import roi_align
 from detkit.ops.sampler import BalancedSampler
 
 __all__ = [
@@ -24,5 +25,6 @@ __all__ = [
     "generalized_box_iou",
     "nms",
     "remove_small_boxes",
+    "roi_align",
     "sigmoid_focal_loss",
 ]
