@@ -12,18 +12,14 @@ CUDA, autocast, half precision and one-thread runs call ``torchvision.ops.roi_al
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import torch
 import torchvision  # noqa: F401  (registers torch.ops.torchvision)
 from torch.autograd.function import once_differentiable
 
+from detkit.ops.threads import thread_map
+
 # Below this many pooled values (R * C * S_h * S_w) a thread hand-off costs more than it saves.
 MIN_PARALLEL_OUTPUTS = 1 << 16
-
-_pool: ThreadPoolExecutor | None = None
-_pool_key: tuple[int, int] | None = None  # (pid, workers): a pool does not survive fork
 
 
 def roi_align(features: torch.Tensor, rois: torch.Tensor, output_size: tuple[int, int], spatial_scale: float,
@@ -58,19 +54,9 @@ def _channel_chunks(features: torch.Tensor, rois: torch.Tensor, output_size: tup
     return min(torch.get_num_threads(), features.shape[1])
 
 
-def _thread_pool(workers: int) -> ThreadPoolExecutor:
-    global _pool, _pool_key
-    key = (os.getpid(), workers)
-    if _pool_key != key:
-        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="detkit-roi-align")
-        _pool_key = key
-    return _pool
-
-
 def _run_on_channel_chunks(function, tensor: torch.Tensor, chunks: int) -> torch.Tensor:
     """Concatenate ``function(part)`` along dim 1 over ``chunks`` channel slices of ``tensor``, in threads."""
-    parts = tensor.tensor_split(chunks, dim=1)
-    return torch.cat(list(_thread_pool(chunks).map(function, parts)), dim=1)
+    return torch.cat(thread_map(function, tensor.tensor_split(chunks, dim=1)), dim=1)
 
 
 class _ThreadedRoIAlign(torch.autograd.Function):

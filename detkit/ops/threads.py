@@ -1,0 +1,40 @@
+"""Run independent pieces of a CPU kernel on torch's threads.
+
+torchvision's CPU kernels for RoIAlign and NMS are single-threaded, and release the GIL while they
+run. Where a call splits into independent pieces (channels of RoIAlign, classes of NMS), running
+the pieces on a small pool of Python threads uses the cores torch would otherwise leave idle.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence, TypeVar
+
+import torch
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+_pool: ThreadPoolExecutor | None = None
+_pool_key: tuple[int, int] | None = None  # (pid, workers): a pool does not survive fork
+
+
+def thread_map(function: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:
+    """``[function(item) for item in items]``, on up to ``torch.get_num_threads()`` threads, in order.
+
+    Serial where one thread is allowed or there is one item. ``function`` must be thread-safe:
+    each call should only read shared tensors and return new ones.
+    """
+    workers = min(torch.get_num_threads(), len(items))
+    if workers <= 1:
+        return [function(item) for item in items]
+    return list(_thread_pool(workers).map(function, items))
+
+
+def _thread_pool(workers: int) -> ThreadPoolExecutor:
+    global _pool, _pool_key
+    key = (os.getpid(), workers)
+    if _pool_key != key:
+        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="detkit-ops")
+        _pool_key = key
+    return _pool
