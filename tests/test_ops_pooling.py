@@ -88,3 +88,10 @@ def test_cuda_matches_torchvision():
     features, rois = features.cuda(), rois.cuda()
     expected = torchvision.ops.roi_align(features, rois, (7, 7), 0.25, 2)
     assert torch.equal(roi_align(features, rois, (7, 7), 0.25, 2), expected)
+
+
+def test_pool_threads_keep_to_one_openmp_thread_and_leave_the_main_thread_alone(threads):
+    threads(2)
+    thread_map = importlib.import_module("detkit.ops.threads").thread_map
+    assert thread_map(lambda _: torch.get_num_threads(), [0, 1]) == [1, 1]
+    assert torch.get_num_threads() == 2

@@ -17,7 +17,8 @@ import torch
 import torchvision
 from torchvision.models.detection import _utils as tv_utils
 
-from detkit.ops import BoxCoder, Matcher, batched_nms, box_iou, generalized_box_iou, nms, sigmoid_focal_loss
+from detkit.ops import (BoxCoder, Matcher, batched_nms, box_iou, generalized_box_iou, nms, roi_align,
+                        sigmoid_focal_loss)
 
 
 @dataclass
@@ -50,6 +51,14 @@ def focal_backward(loss_fn, logits: torch.Tensor, targets: torch.Tensor) -> tupl
     return loss.detach(), logits.grad
 
 
+def pool_backward(pool_fn, features: torch.Tensor, rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoIAlign 7 x 7 at stride 4, sampling ratio 2, then the backward pass of the sum."""
+    features = features.detach().requires_grad_()
+    pooled = pool_fn(features, rois, (7, 7), 0.25, 2)
+    pooled.backward(torch.ones_like(pooled))
+    return pooled.detach(), features.grad
+
+
 def cases(device: str) -> Iterator[Case]:
     """The benchmark rows, each one's inputs made just before it is measured (a generator): allocating
     hundreds of MB for later rows first would slow the first rows down while the OS settles its pages."""
@@ -80,6 +89,14 @@ def cases(device: str) -> Iterator[Case]:
     yield Case("focal fwd+bwd, sum", size, lambda: focal_backward(sigmoid_focal_loss, logits, targets),
                lambda: focal_backward(torchvision.ops.sigmoid_focal_loss, logits, targets),
                lambda a, b: torch.allclose(a[0], b[0], rtol=1e-5) and close(a[1], b[1]))
+
+    # a Faster R-CNN training step on the CPU config: 16 images x 64 RoIs pooled from a 64-channel P2 map
+    features = torch.randn(16, 64, 32, 32, generator=generator).to(device)
+    rois = torch.cat([torch.randint(0, 16, (1024, 1), generator=generator).float(),
+                      random_boxes(1024, generator, "cpu", extent=100.0) * 0.3], dim=1).to(device)  # (1024, 5)
+    yield Case("roi_align fwd+bwd", "1024 RoIs, 64 channels", lambda: pool_backward(roi_align, features, rois),
+               lambda: pool_backward(torchvision.ops.roi_align, features, rois),
+               lambda a, b: same(a[0], b[0]) and same(a[1], b[1]))
 
     gt_boxes, anchors = random_boxes(100, generator, device), random_boxes(100_000, generator, device)
     iou = box_iou(gt_boxes, anchors)  # (100, 100k)
