@@ -1,8 +1,9 @@
 """Run independent pieces of a CPU kernel on torch's threads.
 
-torchvision's CPU kernels for RoIAlign and NMS are single-threaded, and release the GIL while they
-run. Where a call splits into independent pieces (channels of RoIAlign, classes of NMS), running
-the pieces on a small pool of Python threads uses the cores torch would otherwise leave idle.
+torchvision's CPU RoIAlign kernels are single-threaded and release the GIL while they run. A call
+splits into independent pieces (channels), and running them on a small pool of Python threads uses the
+cores torch would otherwise leave idle. (NMS per class was tried too and gained nothing: its ~1 ms pieces
+compete with the main thread's OpenMP threads, which spin for a while after each parallel op.)
 
 Each pool thread runs its ATen work on one OpenMP thread. Otherwise every pool thread's first parallel
 op (a kernel's zero fill) starts an OpenMP team of its own; with more OpenMP threads than cores, libgomp
@@ -41,6 +42,8 @@ def _thread_pool(workers: int) -> ThreadPoolExecutor:
     global _pool, _pool_key
     key = (os.getpid(), workers)
     if _pool_key != key:
+        if _pool is not None and _pool_key[0] == key[0]:
+            _pool.shutdown(wait=False)  # another thread count: let the old threads end
         _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="detkit-ops", initializer=_one_openmp_thread)
         _pool_key = key
     return _pool
