@@ -11,8 +11,13 @@ import sys
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
+from lightning.pytorch.trainer.states import TrainerStatus
+
 from detkit.data import DetectionDataModule
+from detkit.engine.anchor_check import AnchorCheck
+from detkit.engine.budget import TimeBudget
 from detkit.engine.callbacks import Throughput
+from detkit.engine.final_validation import validate_final_weights
 from detkit.engine.module import DetectionModule
 from detkit.evaluation import format_per_class_table
 
@@ -37,6 +42,8 @@ class DetectionCLI(LightningCLI):
         })
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.add_lightning_class_args(Throughput, "speed")
+        parser.add_lightning_class_args(TimeBudget, "budget")  # before "anchors": the budget counts anchor fitting
+        parser.add_lightning_class_args(AnchorCheck, "anchors")
 
     def parse_arguments(self, parser, args) -> None:
         """Parse ``args`` when given, without LightningCLI's warning about ``sys.argv``: detkit's tools pass
@@ -57,17 +64,37 @@ def print_evaluation(result, title: str, throughput: Throughput) -> None:
 
 
 def train(args: list[str] | None = None) -> tuple[DetectionCLI, object]:
-    """Fit from a config, then evaluate the best checkpoint on the val split and print the summary."""
+    """Fit from a config, validate the final weights if the run stopped between validations (time budget,
+    ``max_time``, Ctrl-C, SIGTERM), then evaluate the best checkpoint on the val split and print the summary.
+
+    An interrupted run exits with Lightning's error after its final weights are validated and saved.
+    """
     cli = DetectionCLI(run=False, args=args)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    best = cli.trainer.checkpoint_callback.best_model_path if cli.trainer.checkpoint_callback else ""
+    trainer = cli.trainer
+    interruption = None
+    try:
+        trainer.fit(cli.model, datamodule=cli.datamodule)
+    except SystemExit as error:  # Lightning turns Ctrl-C and SIGTERM into SystemExit after its own clean-up
+        if trainer.state.status != TrainerStatus.INTERRUPTED:
+            raise
+        interruption = error
     throughput = _throughput(cli)
+    final_validated = validate_final_weights(trainer, cli.model, cli.datamodule)
+    budget = next((c for c in trainer.callbacks if isinstance(c, TimeBudget)), None)
+    cli.fit_seconds = budget.seconds_since_start if budget is not None else 0.0  # fit + last validation
+    if interruption is not None:
+        raise interruption
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     throughput.reset_inference()
-    cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=best or None, verbose=False)
+    trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=best or None, verbose=False)
     result = cli.model.last_evaluation
-    if cli.trainer.is_global_zero:
+    if trainer.is_global_zero:
         print(f"\ntraining: {throughput.train_images} images in {throughput.train_seconds:.0f} s = "
-              f"{throughput.train_images_per_second:.1f} images/s")
+              f"{throughput.train_images_per_second:.1f} images/s; {trainer.global_step} steps"
+              + (f" of a planned {cli.model.lr_schedule.total_steps}; fit and last validation "
+                 f"{cli.fit_seconds:.0f} s of a {budget.budget_seconds:.0f} s budget"
+                 if budget is not None and budget.minutes is not None else "")
+              + ("; final weights validated after the stop" if final_validated else ""))
         print_evaluation(result, f"best checkpoint {best or '(final weights)'}", throughput)
     return cli, result
 

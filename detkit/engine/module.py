@@ -1,13 +1,13 @@
 """The LightningModule that trains and evaluates any detkit detector."""
 from __future__ import annotations
 
-import functools
+import math
 
 import lightning as L
 import torch
 from torch import nn
 
-from detkit.engine.optim import SCHEDULES, build_optimizer, lr_factor
+from detkit.engine.optim import SCHEDULES, Schedule, build_optimizer
 from detkit.evaluation import CocoEvaluator
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -46,6 +46,8 @@ class DetectionModule(L.LightningModule):
         self.detector = detector
         self.evaluator: CocoEvaluator | None = None
         self.last_evaluation = None  # EvalResult of the latest validation epoch, for tools to print
+        self.validated_step: int | None = None  # global step of the weights the latest validation scored
+        self.lr_schedule: Schedule | None = None  # built by configure_optimizers; TimeBudget resizes it
 
     def forward(self, images, image_sizes, targets=None):
         return self.detector(images, image_sizes, targets)
@@ -73,6 +75,7 @@ class DetectionModule(L.LightningModule):
         result = self.evaluator.compute(self._results_path(), verbose=False)
         self.last_evaluation = result
         if not self.trainer.sanity_checking:
+            self.validated_step = self.trainer.global_step
             self.log_dict({f"val/{name}": float(result.stats[name]) for name in METRICS})  # identical on every rank
         self.evaluator = None
 
@@ -85,9 +88,10 @@ class DetectionModule(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         optimizer = build_optimizer(self.detector, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum)
-        factor = functools.partial(
-            lr_factor, total_steps=int(self.trainer.estimated_stepping_batches), warmup_steps=hp.warmup_steps,
+        total_steps = self.trainer.estimated_stepping_batches  # inf without max_epochs/max_steps: TimeBudget sizes it
+        self.lr_schedule = Schedule(
+            total_steps=int(total_steps) if math.isfinite(total_steps) else 1, warmup_steps=hp.warmup_steps,
             warmup_factor=hp.warmup_factor, schedule=hp.schedule, milestones=list(hp.milestones), gamma=hp.gamma,
         )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

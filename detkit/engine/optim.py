@@ -53,3 +53,22 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, warmup_factor: flo
     if schedule == "constant":
         return warmup
     raise ValueError(f"model.schedule must be one of {SCHEDULES}, got {schedule!r}")
+
+
+class Schedule:
+    """``lr_factor`` as a callable of the step for ``LambdaLR``, with a ``total_steps`` that may change mid-run.
+
+    ``detkit.engine.budget.TimeBudget`` resizes ``total_steps`` from the measured step time; LambdaLR saves
+    the attributes of a callable object in its state dict, so a resumed run continues the same schedule.
+    """
+
+    def __init__(self, total_steps: int, warmup_steps: int, warmup_factor: float, schedule: str,
+                 milestones: list[float], gamma: float):
+        if schedule not in SCHEDULES:
+            raise ValueError(f"model.schedule must be one of {SCHEDULES}, got {schedule!r}")
+        self.total_steps, self.warmup_steps, self.warmup_factor = int(total_steps), warmup_steps, warmup_factor
+        self.schedule, self.milestones, self.gamma = schedule, list(milestones), gamma
+
+    def __call__(self, step: int) -> float:
+        return lr_factor(step, self.total_steps, self.warmup_steps, self.warmup_factor, self.schedule,
+                         self.milestones, self.gamma)

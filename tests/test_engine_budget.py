@@ -1,0 +1,106 @@
+"""Time budgets: the schedule is sized from the measured step time so that warm-up, decay and the last
+validation end inside the budget on a slow machine as on a fast one; a run that stops between validations
+(max_time, Ctrl-C) validates and keeps its final weights."""
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from detkit.data.shapes import generate_shapes
+from detkit.engine.budget import plan_total_steps
+from detkit.engine.cli import train
+
+CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "retinanet_shapes.yaml")
+
+
+class SlowSteps(L.Callback):
+    """Stands for a slower machine: every training step takes ``seconds`` longer."""
+
+    def __init__(self, seconds: float = 0.0):
+        self.seconds = seconds
+
+    def on_train_batch_end(self, *args) -> None:
+        time.sleep(self.seconds)
+
+
+class InterruptAt(L.Callback):
+    """Ctrl-C after ``step`` optimizer steps."""
+
+    def __init__(self, step: int = 1):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step >= self.step:
+            raise KeyboardInterrupt
+
+
+def test_plan_fits_the_last_validation_by_hand():
+    # 100 s budget, 10 s spent, 1 s a step, 5 s a validation: 85 s of steps after the last validation
+    plan = dict(budget_s=100, elapsed_s=10, steps_done=10, step_s=1.0, val_s=5.0, steps_per_epoch=20, max_steps=1000)
+    assert plan_total_steps(**plan, val_every_n_epochs=None) == 95
+    # validations every 2 epochs (40 steps): at 40 and 80, plus the last at 85 -> 90 - 15 = 75 s of steps
+    assert plan_total_steps(**plan, val_every_n_epochs=2) == 85
+    assert plan_total_steps(**(plan | {"step_s": 2.0}), val_every_n_epochs=None) == 10 + 42  # half the steps
+    assert plan_total_steps(**(plan | {"budget_s": 1e6}), val_every_n_epochs=2) == 1000  # max_epochs still caps
+    assert plan_total_steps(**(plan | {"elapsed_s": 99}), val_every_n_epochs=None) == 10  # nothing left: stop now
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    generate_shapes(str(root), num_train=32, num_val=8, seed=0, workers=1)
+    return root
+
+
+def run_args(root: Path, tmp_path: Path, *extra: str) -> list[str]:
+    data = [f"--data.{split}_{kind}={root / name}" for split in ("train", "val")
+            for kind, name in (("images", "images"), ("annotations", f"instances_{split}.json"))]
+    return ["--config", CONFIG, *data, "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+            "--trainer.enable_progress_bar", "false", "--trainer.max_time", "null", "--data.batch_size", "4",
+            "--model.warmup_steps", "3", "--model.detector.init_args.fpn_channels", "16",
+            "--data.min_size", "64", "--data.max_size", "64", *extra]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_slower_machine_trains_fewer_steps_with_a_complete_schedule(shapes_root, tmp_path):
+    budget_s, runs = 6.0, {}
+    for delay in (0.0, 0.06):
+        cli, result = train(run_args(shapes_root, tmp_path / str(delay), "--budget.minutes", str(budget_s / 60),
+                                     "--trainer.max_epochs", "null", "--trainer.check_val_every_n_epoch", "2",
+                                     "--trainer.callbacks+=test_engine_budget.SlowSteps",
+                                     f"--trainer.callbacks.seconds={delay}"))
+        module, steps = cli.model, cli.trainer.global_step
+        assert steps == module.lr_schedule.total_steps  # the schedule ran to its planned end ...
+        assert module.lr_schedule(steps) == pytest.approx(0.0, abs=1e-12)  # ... where the cosine reaches 0
+        assert module.validated_step == steps  # the final weights were validated
+        assert cli.fit_seconds <= budget_s + 1.5  # and all of it inside the budget (1.5 s for what is not planned)
+        assert cli.fit_seconds >= 0.7 * budget_s  # without leaving most of it unused
+        runs[delay] = steps
+    assert runs[0.06] < 0.8 * runs[0.0]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_run_cut_by_max_time_validates_and_keeps_its_final_weights(shapes_root, tmp_path):
+    args = run_args(shapes_root, tmp_path, "--trainer.max_epochs", "50", "--trainer.check_val_every_n_epoch", "50")
+    args[args.index("--trainer.max_time") + 1] = "00:00:00:03"
+    cli, result = train(args)
+    trainer, checkpoints = cli.trainer, Path(cli.trainer.checkpoint_callback.dirpath)
+    assert 0 < trainer.global_step < 50 * 8  # stopped by max_time, before the epoch-50 validation
+    assert cli.model.validated_step == trainer.global_step
+    assert torch.load(checkpoints / "last.ckpt", weights_only=False)["global_step"] == trainer.global_step
+    assert torch.load(checkpoints / "best.ckpt", weights_only=False)["global_step"] == trainer.global_step
+    assert result.stats["AP"] == pytest.approx(float(trainer.checkpoint_callback.best_model_score), abs=1e-6)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_ctrl_c_validates_and_saves_the_final_weights_then_exits(shapes_root, tmp_path):
+    args = run_args(shapes_root, tmp_path, "--trainer.max_epochs", "5", "--trainer.check_val_every_n_epoch", "5",
+                    "--trainer.callbacks+=test_engine_budget.InterruptAt", "--trainer.callbacks.step=3")
+    with pytest.raises(SystemExit) as exit_info:
+        train(args)
+    assert exit_info.value.code == 1
+    last = next((tmp_path / "runs").rglob("last.ckpt"))
+    assert torch.load(last, weights_only=False)["global_step"] == 3
+    assert (last.parent / "best.ckpt").is_file()
