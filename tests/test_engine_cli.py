@@ -47,7 +47,7 @@ def test_every_config_builds(config, detector_type, backbone_channels, shapes_ro
     detector = cli.model.detector
     assert type(detector) is detector_type
     assert detector.num_classes == 3  # linked from the dataset's categories
-    assert detector.body.out_channels == backbone_channels
+    assert detector.backbone.out_channels == backbone_channels
 
 
 def test_coco_recipes_keep_the_standard_schedule(shapes_root, tmp_path):
@@ -62,7 +62,7 @@ def test_command_line_overrides_any_key(shapes_root, tmp_path):
     cli = build("retinanet_shapes.yaml", shapes_root, tmp_path, "--model.lr", "0.0123",
                 "--model.detector.init_args.fg_iou_threshold", "0.6", "--data.batch_size", "3", "--trainer.max_epochs", "7")
     assert cli.model.hparams.lr == 0.0123
-    assert cli.model.detector.matcher.high_threshold == 0.6
+    assert cli.model.detector.dense.matcher.high_threshold == 0.6
     assert cli.datamodule.batch_size == 3 and cli.trainer.max_epochs == 7
 
 

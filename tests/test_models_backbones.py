@@ -87,7 +87,7 @@ def test_feature_pyramid_top_down_path_carries_coarse_information():
     torch.manual_seed(0)
     pyramid = FeaturePyramid("tiny", min_level=3, fpn_channels=16).eval()
     assert pyramid.strides == [8, 16, 32]
-    body, fpn = pyramid.net.body, pyramid.net.fpn
+    body, fpn = pyramid.body, pyramid.fpn
     features = body(torch.rand(1, 3, 64, 64))
     changed = features[:-1] + [features[-1] + 1.0]
     assert not torch.allclose(fpn(features)[0], fpn(changed)[0])

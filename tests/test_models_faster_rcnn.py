@@ -70,7 +70,7 @@ def test_detections_format_in_each_images_pixels():
 
 def test_extra_levels_feed_the_rpn_only():
     model = small_model(num_extra_levels=1, anchor_sizes=(16, 32, 64, 128))
-    assert model.rpn.strides == [8, 16, 32, 64]
+    assert model.rpn.dense.strides == [8, 16, 32, 64]
     assert model.roi_heads.pooler.scales == [1 / 8, 1 / 16, 1 / 32]
     assert model.roi_heads.predictor.cls_score.out_features == K + 1
     assert model.roi_heads.predictor.bbox_pred.out_features == 4 * K

@@ -23,9 +23,9 @@ def small_model(**kwargs) -> RetinaNet:
 
 def anchors_and_outputs(model: RetinaNet, images: torch.Tensor):
     """All anchors (N, 4) and the raw head outputs: logits (B, N, K) and deltas (B, N, 4)."""
-    features = model.body(images)
+    features = model.backbone(images)
     logits, deltas = model.head(features)
-    anchors = model.anchor_generator([f.shape[-2:] for f in features], model.body.strides)
+    anchors = model.dense.anchors(features)
     return torch.cat(anchors), torch.cat(logits, 1), torch.cat(deltas, 1)
 
 
@@ -77,7 +77,7 @@ def test_ignored_anchors_get_no_classification_gradient():
     anchors, logits, deltas = anchors_and_outputs(model, images)
     logits = logits.detach().requires_grad_()
     model.losses(logits, deltas.detach(), anchors, targets)["cls"].backward()
-    matched = model.match_anchors(anchors, targets)  # (B, N)
+    matched = model.dense.match(anchors, targets)  # (B, N)
     ignored, background = matched == -2, matched == -1
     assert ignored.any() and background.any()
     assert (logits.grad[ignored] == 0).all()
@@ -92,9 +92,9 @@ def test_low_quality_matches_make_each_objects_best_anchor_positive():
     strict = small_model(allow_low_quality_matches=False, aspect_ratios=(1.0,))
     anchors = anchors_of(strict)
     assert torchvision.ops.box_iou(target["boxes"], anchors).max() < 0.4
-    assert (strict.match_anchors(anchors, [target]) >= 0).sum() == 0
+    assert (strict.dense.match(anchors, [target]) >= 0).sum() == 0
     lenient = small_model(allow_low_quality_matches=True, aspect_ratios=(1.0,))
-    matched = lenient.match_anchors(anchors, [target])[0]
+    matched = lenient.dense.match(anchors, [target])[0]
     best = torchvision.ops.box_iou(target["boxes"], anchors)[0]
     assert torch.equal(torch.nonzero(matched >= 0).squeeze(1), torch.nonzero(best == best.max()).squeeze(1))
 

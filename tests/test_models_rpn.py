@@ -39,7 +39,7 @@ def test_proposals_equal_torchvision_filter_proposals(training):
     randomise_head(rpn)
     features = make_features()
     logits, deltas = rpn.head(features)
-    anchors = rpn.anchor_generator([tuple(f.shape[-2:]) for f in features], STRIDES)
+    anchors = rpn.dense.anchor_generator([tuple(f.shape[-2:]) for f in features], STRIDES)
     boxes, scores = rpn.select_proposals(logits, deltas, anchors, IMAGE_SIZES)
 
     oracle = TorchvisionRPN(None, None, 0.7, 0.3, 256, 0.5, dict(training=12, testing=30), dict(training=7, testing=20), 0.7)
@@ -79,7 +79,7 @@ def test_losses_equal_hand_computation_and_empty_image_only_adds_background():
     targets = [{"boxes": gt, "labels": torch.tensor([0, 1])}, {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
     _, losses = rpn(make_features(), IMAGE_SIZES, targets)
 
-    anchors = torch.cat(rpn.anchor_generator([(8, 10), (4, 5)], STRIDES))  # (N, 4)
+    anchors = torch.cat(rpn.dense.anchor_generator([(8, 10), (4, 5)], STRIDES))  # (N, 4)
     matched = tv_utils.Matcher(0.7, 0.3, allow_low_quality_matches=True)(box_iou(gt, anchors))
     positive = matched >= 0
     num_positive, num_negative = int(positive.sum()), int((matched == -1).sum())

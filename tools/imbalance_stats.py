@@ -7,8 +7,6 @@ low-quality matches and sampling are there to fix, in numbers.
 import argparse
 import sys
 
-import torch
-
 from detkit.data.collate import padded_size
 from detkit.engine.cli import DetectionCLI
 from detkit.evaluation.imbalance import ImbalanceStats
@@ -21,8 +19,7 @@ def main() -> None:
     cli = DetectionCLI(run=False, args=cli_args + ["--trainer.logger=false"], save_config_callback=None)
     detector, dataset = cli.model.detector, cli.datamodule.val_dataset
     is_rpn = hasattr(detector, "rpn")
-    dense = detector.rpn if is_rpn else detector  # Faster R-CNN's dense stage is its RPN
-    strides = dense.strides if is_rpn else detector.body.strides
+    dense = detector.rpn.dense if is_rpn else detector.dense  # Faster R-CNN's dense stage is its RPN
     stats = ImbalanceStats(
         num_classes=1 if is_rpn else detector.num_classes,
         prior=0.5 if is_rpn else round(float(detector.head.cls_logits.bias[0].detach().sigmoid()), 4),  # RPN bias starts at 0
@@ -31,10 +28,10 @@ def main() -> None:
     for index in range(min(options.num_images, len(dataset))):
         image, target = dataset[index]
         height, width = padded_size(*image.shape[-2:], cli.datamodule.size_divisor)
-        anchors = torch.cat(dense.anchor_generator([(-(-height // s), -(-width // s)) for s in strides], strides))
+        anchors = dense.image_anchors((height, width))  # (N, 4)
         matched = stats.add_image(anchors, target["boxes"], dense.matcher)  # (N,)
         if is_rpn:
-            positive, negative = (masks[0] for masks in dense.sampler([matched]))
+            positive, negative = (masks[0] for masks in detector.rpn.sampler([matched]))
             sampled_positive += int(positive.sum())
             sampled += int(positive.sum() + negative.sum())
     rows = stats.rows()

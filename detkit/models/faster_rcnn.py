@@ -11,9 +11,12 @@ Dims: B images, K object classes, M ground truths of one image, D detections of 
 """
 from __future__ import annotations
 
+from typing import Literal
+
 from torch import Tensor, nn
 
 from detkit.models.box_loss import BOX_LOSSES
+from detkit.models.dense import anchor_shapes
 from detkit.models.fpn import FeaturePyramid
 from detkit.models.roi_heads import RoIHeads
 from detkit.models.rpn import RegionProposalNetwork
@@ -28,9 +31,10 @@ class FasterRCNN(nn.Module):
         num_classes: K object classes (no background class: the classifier adds it as column K).
         backbone, backbone_weights, norm, trainable_layers, min_level, fpn_channels, num_extra_levels:
             the feature pyramid, see ``detkit.models.fpn.FeaturePyramid``.
-        anchor_sizes: base anchor size in pixels per pyramid level, finest first (extra levels included).
+        anchor_sizes: base anchor size in pixels per pyramid level, finest first (extra levels included), or
+            "auto": fitted to the training boxes before training (``detkit.models.anchor_fit``), kept in the checkpoint.
         anchor_scales: multipliers of the base size at every location (1.0: one size per level).
-        aspect_ratios: h / w of the anchors at every location.
+        aspect_ratios: h / w of the anchors at every location, or "auto" (``num_aspect_ratios`` fitted ratios).
         rpn_fg_iou_threshold, rpn_bg_iou_threshold: anchors with IoU >= fg are positive, < bg background,
             between ignored; each ground truth's best anchor is positive even below fg.
         rpn_batch_size_per_image, rpn_positive_fraction: anchors sampled per image for the RPN losses.
@@ -58,9 +62,10 @@ class FasterRCNN(nn.Module):
         min_level: int = 2,
         fpn_channels: int = 256,
         num_extra_levels: int = 1,
-        anchor_sizes: tuple[float, ...] = (32, 64, 128, 256, 512),
+        anchor_sizes: tuple[float, ...] | Literal["auto"] = (32, 64, 128, 256, 512),
         anchor_scales: tuple[float, ...] = (1.0,),
-        aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
+        aspect_ratios: tuple[float, ...] | Literal["auto"] = (0.5, 1.0, 2.0),
+        num_aspect_ratios: int = 3,
         rpn_fg_iou_threshold: float = 0.7,
         rpn_bg_iou_threshold: float = 0.3,
         rpn_batch_size_per_image: int = 256,
@@ -90,21 +95,26 @@ class FasterRCNN(nn.Module):
             if value not in BOX_LOSSES:
                 raise ValueError(f"{key} must be one of {BOX_LOSSES}, got {value!r}")
         self.num_classes = num_classes
-        self.body = FeaturePyramid(backbone, backbone_weights, norm, trainable_layers, min_level, fpn_channels, num_extra_levels)
-        strides = self.body.strides
-        if len(anchor_sizes) != len(strides):
-            raise ValueError(f"anchor_sizes needs one size per pyramid level (strides {strides}), got {tuple(anchor_sizes)}")
+        self.backbone = FeaturePyramid(backbone=backbone, backbone_weights=backbone_weights, norm=norm,
+                                       trainable_layers=trainable_layers, min_level=min_level,
+                                       fpn_channels=fpn_channels, num_extra_levels=num_extra_levels)
+        strides = self.backbone.strides
         self.rpn = RegionProposalNetwork(
-            fpn_channels, strides, tuple(tuple(base * scale for scale in anchor_scales) for base in anchor_sizes),
-            tuple(aspect_ratios), rpn_fg_iou_threshold, rpn_bg_iou_threshold, rpn_batch_size_per_image,
-            rpn_positive_fraction, rpn_pre_nms_top_n_train, rpn_pre_nms_top_n_test, rpn_post_nms_top_n_train,
-            rpn_post_nms_top_n_test, rpn_nms_threshold, rpn_min_size, rpn_box_loss,
+            in_channels=fpn_channels, strides=strides,
+            **anchor_shapes(anchor_sizes, anchor_scales, aspect_ratios, num_aspect_ratios, strides),
+            fg_iou_threshold=rpn_fg_iou_threshold, bg_iou_threshold=rpn_bg_iou_threshold,
+            batch_size_per_image=rpn_batch_size_per_image, positive_fraction=rpn_positive_fraction,
+            pre_nms_top_n_train=rpn_pre_nms_top_n_train, pre_nms_top_n_test=rpn_pre_nms_top_n_test,
+            post_nms_top_n_train=rpn_post_nms_top_n_train, post_nms_top_n_test=rpn_post_nms_top_n_test,
+            nms_threshold=rpn_nms_threshold, min_size=rpn_min_size, box_loss=rpn_box_loss,
         )
         self.num_roi_levels = len(strides) - num_extra_levels  # the extra levels feed the RPN only
         self.roi_heads = RoIHeads(
-            fpn_channels, strides[: self.num_roi_levels], num_classes, 7, 2, roi_canonical_scale, roi_canonical_level,
-            representation_size, roi_fg_iou_threshold, roi_batch_size_per_image, roi_positive_fraction, box_loss,
-            score_threshold, nms_threshold, detections_per_image,
+            in_channels=fpn_channels, strides=strides[: self.num_roi_levels], num_classes=num_classes,
+            pool_size=7, sampling_ratio=2, canonical_scale=roi_canonical_scale, canonical_level=roi_canonical_level,
+            representation_size=representation_size, fg_iou_threshold=roi_fg_iou_threshold,
+            batch_size_per_image=roi_batch_size_per_image, positive_fraction=roi_positive_fraction, box_loss=box_loss,
+            score_threshold=score_threshold, nms_threshold=nms_threshold, detections_per_image=detections_per_image,
         )
 
     def forward(self, images: Tensor, image_sizes: list[tuple[int, int]], targets: list[dict] | None = None
@@ -123,7 +133,7 @@ class FasterRCNN(nn.Module):
         """
         if self.training and targets is None:
             raise ValueError("FasterRCNN needs targets in training mode")
-        features = self.body(images)
+        features = self.backbone(images)
         proposals, rpn_losses = self.rpn(features, image_sizes, targets)
         roi_output = self.roi_heads(features[: self.num_roi_levels], proposals, image_sizes, targets)
         if self.training:

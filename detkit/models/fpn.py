@@ -51,21 +51,6 @@ class FPN(nn.Module):
         return outputs
 
 
-class BackboneWithFPN(nn.Module):
-    """Backbone followed by FPN; ``strides`` and ``out_channels`` describe the pyramid levels."""
-
-    def __init__(self, backbone: nn.Module, fpn_channels: int = 256, num_extra_levels: int = 0):
-        super().__init__()
-        self.body = backbone
-        self.fpn = FPN(backbone.out_channels, backbone.strides, fpn_channels, num_extra_levels)
-        self.strides = self.fpn.strides
-        self.out_channels = fpn_channels
-
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """images (B, 3, H, W) normalised -> list of (B, C, H / s_l, W / s_l), one per stride in ``strides``."""
-        return self.fpn(self.body(images))
-
-
 # ImageNet statistics: what torchvision's pretrained trunks expect; harmless from random init.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -77,6 +62,7 @@ class FeaturePyramid(nn.Module):
     Args: see ``detkit.models.backbones.build_backbone`` (backbone, weights, norm, trainable_layers)
     and ``FPN`` (fpn_channels, num_extra_levels). ``min_level`` is the finest backbone level used (3: stride 8).
 
+    ``body`` is the backbone, ``fpn`` the pyramid on it (torchvision's names);
     ``forward(images (B, 3, H, W) float in [0, 1]) -> list[(B, C, H_l, W_l)]`` at ``strides``.
     """
 
@@ -91,13 +77,13 @@ class FeaturePyramid(nn.Module):
         num_extra_levels: int = 0,
     ):
         super().__init__()
-        trunk = build_backbone(backbone, backbone_weights, norm, tuple(range(min_level, 6)), trainable_layers)
-        self.net = BackboneWithFPN(trunk, fpn_channels, num_extra_levels)
-        self.strides = self.net.strides
+        self.body = build_backbone(backbone, backbone_weights, norm, tuple(range(min_level, 6)), trainable_layers)
+        self.fpn = FPN(self.body.out_channels, self.body.strides, fpn_channels, num_extra_levels)
+        self.strides = self.fpn.strides
         self.out_channels = fpn_channels
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         # channels-last is oneDNN's own layout: training steps measured 5-6% faster on the CPU, both detectors
-        return self.net(((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last))
+        return self.fpn(self.body(((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)))

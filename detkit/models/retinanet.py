@@ -8,14 +8,16 @@ Labels follow ``detkit.data.categories``: 0..K-1 are object classes; background 
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
-from detkit.models.box_loss import box_regression_loss
+from detkit.models.dense import DenseAnchorStage, anchor_shapes
 from detkit.models.fpn import FeaturePyramid
 from detkit.models.postprocess import select_detections
 from detkit.models.retinanet_head import RetinaNetHead
-from detkit.ops import IGNORED, AnchorGenerator, BoxCoder, Matcher, box_iou, sigmoid_focal_loss
+from detkit.ops import IGNORED, sigmoid_focal_loss
 
 
 class RetinaNet(nn.Module):
@@ -25,9 +27,10 @@ class RetinaNet(nn.Module):
         num_classes: K object classes (no background class).
         backbone, backbone_weights, norm, trainable_layers, min_level, fpn_channels, num_extra_levels:
             the feature pyramid, see ``detkit.models.fpn.FeaturePyramid``.
-        anchor_sizes: base anchor size in pixels per pyramid level, finest first.
+        anchor_sizes: base anchor size in pixels per pyramid level, finest first, or "auto": fitted to the
+            training boxes before training (``detkit.models.anchor_fit``), kept in the checkpoint.
         anchor_scales: multipliers of the base size at every location (3 octave steps in the paper).
-        aspect_ratios: h / w of the anchors at every location.
+        aspect_ratios: h / w of the anchors at every location, or "auto" (``num_aspect_ratios`` fitted ratios).
         head_depth, head_norm: conv layers per subnet and their norm (null or "gn").
         fg_iou_threshold, bg_iou_threshold: IoU >= fg is positive, < bg background, between ignored.
         allow_low_quality_matches: each ground truth's best anchor is positive even below fg.
@@ -48,9 +51,10 @@ class RetinaNet(nn.Module):
         min_level: int = 3,
         fpn_channels: int = 256,
         num_extra_levels: int = 2,
-        anchor_sizes: tuple[float, ...] = (32, 64, 128, 256, 512),
+        anchor_sizes: tuple[float, ...] | Literal["auto"] = (32, 64, 128, 256, 512),
         anchor_scales: tuple[float, ...] = (1.0, 2 ** (1 / 3), 2 ** (2 / 3)),
-        aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
+        aspect_ratios: tuple[float, ...] | Literal["auto"] = (0.5, 1.0, 2.0),
+        num_aspect_ratios: int = 3,
         head_depth: int = 4,
         head_norm: str | None = None,
         fg_iou_threshold: float = 0.5,
@@ -68,17 +72,16 @@ class RetinaNet(nn.Module):
     ):
         super().__init__()
         self.num_classes = num_classes
-        self.body = FeaturePyramid(backbone, backbone_weights, norm, trainable_layers, min_level, fpn_channels, num_extra_levels)
-        if len(anchor_sizes) != len(self.body.strides):
-            raise ValueError(f"anchor_sizes needs one size per pyramid level (strides {self.body.strides}), got {anchor_sizes}")
-        sizes = tuple(tuple(base * scale for scale in anchor_scales) for base in anchor_sizes)
-        self.anchor_generator = AnchorGenerator(sizes, (tuple(aspect_ratios),) * len(sizes))
-        num_anchors = self.anchor_generator.num_anchors_per_location()[0]
-        self.head = RetinaNetHead(fpn_channels, num_anchors, num_classes, head_depth, head_norm)
-        self.matcher = Matcher(fg_iou_threshold, bg_iou_threshold, allow_low_quality_matches)
-        self.box_coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
+        self.backbone = FeaturePyramid(backbone=backbone, backbone_weights=backbone_weights, norm=norm,
+                                       trainable_layers=trainable_layers, min_level=min_level,
+                                       fpn_channels=fpn_channels, num_extra_levels=num_extra_levels)
+        self.dense = DenseAnchorStage(
+            strides=self.backbone.strides,
+            **anchor_shapes(anchor_sizes, anchor_scales, aspect_ratios, num_aspect_ratios, self.backbone.strides),
+            fg_iou_threshold=fg_iou_threshold, bg_iou_threshold=bg_iou_threshold,
+            allow_low_quality_matches=allow_low_quality_matches, box_loss=box_loss)
+        self.head = RetinaNetHead(fpn_channels, self.dense.num_anchors_per_location, num_classes, head_depth, head_norm)
         self.focal_alpha, self.focal_gamma, self.background_weight = focal_alpha, focal_gamma, background_weight
-        self.box_loss = box_loss
         self.loss_normalizer_momentum = loss_normalizer_momentum
         self.register_buffer("loss_normalizer", torch.tensor(100.0), persistent=False)
         self.score_threshold, self.topk_candidates = score_threshold, topk_candidates
@@ -88,51 +91,35 @@ class RetinaNet(nn.Module):
         """images (B, 3, H, W) in [0, 1]; image_sizes [(h, w)] before padding; targets with ``boxes`` (M, 4)
         xyxy pixels and ``labels`` (M,) int64. Training: dict of scalar losses. Eval: per image
         ``{boxes (D, 4), scores (D,), labels (D,)}`` in the input's pixels."""
-        features = self.body(images)
+        features = self.backbone(images)
         logits, deltas = self.head(features)
-        anchors = self.anchor_generator([f.shape[-2:] for f in features], self.body.strides, images.device)
+        anchors = self.dense.anchors(features)  # per level (N_l, 4)
         if self.training:
             if targets is None:
                 raise ValueError("RetinaNet needs targets in training mode")
             return self.losses(torch.cat(logits, 1), torch.cat(deltas, 1), torch.cat(anchors), targets)
         return [self.detect_image(i, logits, deltas, anchors, size) for i, size in enumerate(image_sizes)]
 
-    def match_anchors(self, anchors: torch.Tensor, targets: list[dict]) -> torch.Tensor:
-        """anchors (N, 4) -> matched gt index per image and anchor, int64 (B, N), Matcher encoding.
-
-        One IoU call for the whole batch (ground truths stacked), then the Matcher per image.
-        """
-        gt_boxes = torch.cat([t["boxes"] for t in targets])  # (sum M, 4)
-        iou = box_iou(gt_boxes, anchors)  # (sum M, N)
-        per_image = iou.split([len(t["boxes"]) for t in targets])  # B x (M, N)
-        return torch.stack([self.matcher(image_iou) for image_iou in per_image])  # (B, N)
-
     def losses(self, logits: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
         """logits (B, N, K), deltas (B, N, 4), anchors (N, 4) -> {"cls": focal loss, "box": box loss}."""
-        matched = self.match_anchors(anchors, targets)  # (B, N)
+        matched = self.dense.match(anchors, targets)  # (B, N)
         positive = matched >= 0  # (B, N)
         num_positive = positive.sum()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(num_positive)  # every rank divides by the global count
             num_positive = num_positive / torch.distributed.get_world_size()
         normalizer = self._update_normalizer(num_positive.float())
-
-        # Gather each anchor's gt by offsetting indices into the batch's stacked ground truths.
-        offsets = torch.tensor([0] + [len(t["boxes"]) for t in targets][:-1], device=anchors.device).cumsum(0)  # (B,)
-        flat_index = (matched.clamp(min=0) + offsets[:, None])[positive]  # (P,)
-        gt_boxes = torch.cat([t["boxes"] for t in targets])  # (sum M, 4)
-        gt_labels = torch.cat([t["labels"] for t in targets])  # (sum M,)
+        gt_boxes, gt_labels = self.dense.matched_targets(matched, positive, targets)  # (P, 4), (P,)
 
         valid = matched != IGNORED  # (B, N): ignored anchors get no classification loss
         cls_targets = torch.zeros_like(logits)  # (B, N, K)
-        cls_targets[positive, gt_labels[flat_index]] = 1.0
+        cls_targets[positive, gt_labels] = 1.0
         cls_loss = sigmoid_focal_loss(logits[valid], cls_targets[valid], self.focal_alpha, self.focal_gamma,
                                       reduction="sum" if self.background_weight == 1.0 else "none")
         if self.background_weight != 1.0:
             weight = torch.where(positive[valid], 1.0, self.background_weight)  # (V,)
             cls_loss = (cls_loss.sum(dim=1) * weight).sum()
-        anchors_per_positive = anchors.expand(len(targets), -1, -1)[positive]  # (P, 4)
-        box_loss = box_regression_loss(self.box_loss, deltas[positive], gt_boxes[flat_index], anchors_per_positive, self.box_coder)
+        box_loss = self.dense.box_loss_sum(deltas, anchors, positive, gt_boxes)
         return {"cls": cls_loss / normalizer, "box": box_loss / normalizer}
 
     def _update_normalizer(self, num_positive: torch.Tensor) -> torch.Tensor:
@@ -152,8 +139,9 @@ class RetinaNet(nn.Module):
             top = level_scores[candidates].topk(min(self.topk_candidates, len(candidates)))
             candidates = candidates[top.indices]
             anchor_index = candidates // self.num_classes
-            boxes.append(self.box_coder.decode(level_deltas[index, anchor_index].float(), level_anchors[anchor_index]))
+            boxes.append(self.dense.box_coder.decode(level_deltas[index, anchor_index].float(), level_anchors[anchor_index]))
             scores.append(top.values)
             labels.append(candidates % self.num_classes)
         return select_detections(torch.cat(boxes), torch.cat(scores), torch.cat(labels), image_size,
                                  self.nms_threshold, self.detections_per_image)
+

@@ -9,6 +9,8 @@ import math
 import torch
 from torch import nn
 
+from detkit.models.dense import flatten_level
+
 
 def _subnet(channels: int, depth: int, norm: str | None) -> nn.Sequential:
     layers: list[nn.Module] = []
@@ -20,13 +22,6 @@ def _subnet(channels: int, depth: int, norm: str | None) -> nn.Sequential:
             raise ValueError(f"head_norm must be null or 'gn', got {norm!r}")
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
-
-
-def flatten_level(output: torch.Tensor, values_per_anchor: int) -> torch.Tensor:
-    """(B, A * V, H, W) -> (B, H * W * A, V), location-major like ``AnchorGenerator``'s anchors."""
-    batch, _, height, width = output.shape
-    output = output.view(batch, -1, values_per_anchor, height, width)  # (B, A, V, H, W)
-    return output.permute(0, 3, 4, 1, 2).reshape(batch, -1, values_per_anchor)  # (B, H*W*A, V)
 
 
 class RetinaNetHead(nn.Module):

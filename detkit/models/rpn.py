@@ -13,10 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detkit.models.box_loss import box_regression_loss
-from detkit.models.retinanet_head import flatten_level
-from detkit.ops import (AnchorGenerator, BalancedSampler, BoxCoder, Matcher, batched_nms, box_iou,
-                        clip_boxes_to_image, remove_small_boxes)
+from detkit.models.dense import DenseAnchorStage, flatten_level
+from detkit.ops import BalancedSampler, batched_nms, clip_boxes_to_image, remove_small_boxes
 
 
 class RPNHead(nn.Module):
@@ -52,6 +50,7 @@ class RegionProposalNetwork(nn.Module):
         strides: stride of each pyramid level, finest first.
         anchor_sizes: anchor sizes in pixels per level (a tuple per level, one entry per size).
         aspect_ratios: h / w of the anchors, used on every level.
+        fit_sizes, fit_ratios: the anchors given are placeholders to fit to the training boxes (``DenseAnchorStage``).
         fg_iou_threshold, bg_iou_threshold: anchors with IoU >= fg are positive, < bg background, between
             ignored; each ground truth's best anchor is positive even below fg (low-quality matches).
         batch_size_per_image, positive_fraction: anchors sampled per image for the losses, and the most
@@ -80,22 +79,19 @@ class RegionProposalNetwork(nn.Module):
         nms_threshold: float = 0.7,
         min_size: float = 1e-3,
         box_loss: str = "smooth_l1",
+        fit_sizes: bool = False,
+        fit_ratios: bool = False,
     ):
         super().__init__()
-        if len(anchor_sizes) != len(strides):
-            raise ValueError(f"anchor_sizes needs one entry per pyramid level (strides {list(strides)}), got {anchor_sizes}")
-        self.strides = list(strides)
-        self.anchor_generator = AnchorGenerator(tuple(tuple(s) for s in anchor_sizes), (tuple(aspect_ratios),) * len(strides))
-        num_anchors = self.anchor_generator.num_anchors_per_location()
-        if len(set(num_anchors)) != 1:
-            raise ValueError(f"the RPN head is shared by all levels: every level needs as many anchors, got {num_anchors}")
-        self.head = RPNHead(in_channels, num_anchors[0])
-        self.matcher = Matcher(fg_iou_threshold, bg_iou_threshold, allow_low_quality_matches=True)
+        self.dense = DenseAnchorStage(
+            strides=strides, anchor_sizes=anchor_sizes, aspect_ratios=aspect_ratios, fg_iou_threshold=fg_iou_threshold,
+            bg_iou_threshold=bg_iou_threshold, allow_low_quality_matches=True, box_loss=box_loss,
+            fit_sizes=fit_sizes, fit_ratios=fit_ratios)
+        self.head = RPNHead(in_channels, self.dense.num_anchors_per_location)
         self.sampler = BalancedSampler(batch_size_per_image, positive_fraction)
-        self.box_coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
         self.pre_nms_top_n = {True: pre_nms_top_n_train, False: pre_nms_top_n_test}
         self.post_nms_top_n = {True: post_nms_top_n_train, False: post_nms_top_n_test}
-        self.nms_threshold, self.min_size, self.box_loss = nms_threshold, min_size, box_loss
+        self.nms_threshold, self.min_size = nms_threshold, min_size
 
     def forward(
         self, features: list[torch.Tensor], image_sizes: list[tuple[int, int]], targets: list[dict] | None = None
@@ -111,8 +107,7 @@ class RegionProposalNetwork(nn.Module):
                 P_i <= post-NMS top-n; losses: ``{"rpn_objectness", "rpn_box"}`` scalars in training, else {}.
         """
         logits, deltas = self.head(features)
-        anchors = self.anchor_generator([tuple(f.shape[-2:]) for f in features], self.strides)  # per level (N_l, 4)
-        anchors = [a.to(features[0].device) for a in anchors]
+        anchors = self.dense.anchors(features)  # per level (N_l, 4)
         proposals, _ = self.select_proposals([l.detach() for l in logits], [d.detach() for d in deltas], anchors, image_sizes)
         if not self.training:
             return proposals, {}
@@ -127,14 +122,13 @@ class RegionProposalNetwork(nn.Module):
         positives; both divided by the number of sampled anchors in the batch. Images without ground
         truth contribute background anchors only.
         """
-        matched = [self.matcher(box_iou(t["boxes"], anchors)) for t in targets]  # B x (N,) Matcher encoding
-        positive, negative = (torch.stack(masks) for masks in self.sampler(matched))  # (B, N) bool each
+        matched = self.dense.match(anchors, targets)  # (B, N) Matcher encoding
+        positive, negative = (torch.stack(masks) for masks in self.sampler(list(matched)))  # (B, N) bool each
         sampled = positive | negative
         num_sampled = sampled.sum().clamp(min=1)
         objectness = F.binary_cross_entropy_with_logits(logits[sampled].float(), positive[sampled].float(), reduction="sum")
-        gt_boxes = torch.cat([t["boxes"][m[p]] for t, m, p in zip(targets, matched, positive)])  # (P, 4)
-        anchors_per_positive = anchors.expand(len(targets), -1, -1)[positive]  # (P, 4)
-        box = box_regression_loss(self.box_loss, deltas[positive], gt_boxes, anchors_per_positive, self.box_coder)
+        gt_boxes, _ = self.dense.matched_targets(matched, positive, targets)  # (P, 4)
+        box = self.dense.box_loss_sum(deltas, anchors, positive, gt_boxes)
         return {"rpn_objectness": objectness / num_sampled, "rpn_box": box / num_sampled}
 
     @torch.no_grad()
@@ -156,7 +150,7 @@ class RegionProposalNetwork(nn.Module):
         for level, (level_logits, level_deltas, level_anchors) in enumerate(zip(logits, deltas, anchors)):
             top = level_logits.float().topk(min(pre_nms_top_n, level_logits.shape[1]), dim=1)  # (B, k)
             top_deltas = level_deltas.gather(1, top.indices[..., None].expand(-1, -1, 4))  # (B, k, 4)
-            decoded = self.box_coder.decode(top_deltas.float().reshape(-1, 4), level_anchors[top.indices].reshape(-1, 4))
+            decoded = self.dense.box_coder.decode(top_deltas.float().reshape(-1, 4), level_anchors[top.indices].reshape(-1, 4))
             boxes.append(decoded.view(top_deltas.shape))
             scores.append(top.values)
             levels.append(torch.full((top.values.shape[1],), level, dtype=torch.int64, device=top.values.device))
