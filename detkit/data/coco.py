@@ -324,6 +324,12 @@ class CocoDetection(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self._images)
 
+    def original_targets(self) -> list[tuple[tuple[int, int], np.ndarray, np.ndarray]]:
+        """Per item, without decoding any image: the original (h, w) from the JSON, the training boxes (N, 4)
+        float32 xyxy original pixels and labels (N,) int64 (crowd and unusable boxes left out)."""
+        return [((int(image["height"]), int(image["width"])), boxes, labels)
+                for image, boxes, labels in zip(self._images, self._boxes, self._labels)]
+
     def load_image(self, index: int) -> np.ndarray:
         """The original (H, W, 3) uint8 RGB image of item ``index`` (from the cache if enabled)."""
         if self._cache is not None:

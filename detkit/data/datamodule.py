@@ -11,9 +11,9 @@ from torch.utils.data import DataLoader
 
 from detkit.data.categories import CategoryMapping
 from detkit.data.coco import CocoDetection, read_coco_json
-from detkit.data.collate import make_collate_fn
+from detkit.data.collate import make_collate_fn, padded_size
 from detkit.data.shapes import SHAPES_CATEGORIES, generate_shapes
-from detkit.data.transforms import build_transforms
+from detkit.data.transforms import build_transforms, resized_size
 
 BUILTIN_DATASETS = {"shapes": (generate_shapes, SHAPES_CATEGORIES)}
 
@@ -188,6 +188,26 @@ class DetectionDataModule(L.LightningDataModule):
             self._check_same_categories(self.train_dataset, "data.train_annotations")
             self._train_generator = torch.Generator().manual_seed(self.seed)
         self.val_dataset  # noqa: B018 - builds it and checks its categories
+
+    def input_boxes(self, max_images: int | None = None) -> tuple[list[tuple[int, int]], list[torch.Tensor], list[torch.Tensor]]:
+        """The training boxes as the model sees them without augmentation (after the resize), from the JSON alone.
+
+        Returns per image (at most ``max_images``, evenly spread over the split): the padded input size (h, w),
+        boxes (M, 4) float32 xyxy input pixels and labels (M,) int64. For anchor fitting and coverage.
+        """
+        if self.train_dataset is None:
+            self.setup("fit")
+        items = self.train_dataset.original_targets()
+        if max_images is not None and len(items) > max_images:
+            items = [items[i] for i in np.linspace(0, len(items) - 1, max_images).round().astype(int)]
+        sizes, boxes, labels = [], [], []
+        for (height, width), image_boxes, image_labels in items:
+            new_height, new_width = resized_size(height, width, self.min_size, self.max_size)
+            scale = np.array([new_width / width, new_height / height] * 2, dtype=np.float32)
+            sizes.append(padded_size(new_height, new_width, self.size_divisor))
+            boxes.append(torch.from_numpy(image_boxes * scale).reshape(-1, 4))
+            labels.append(torch.from_numpy(image_labels).reshape(-1))
+        return sizes, boxes, labels
 
     def _loader(self, dataset: CocoDetection, batch_size: int, shuffle: bool, generator: torch.Generator | None):
         return DataLoader(

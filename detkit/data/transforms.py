@@ -53,6 +53,12 @@ def resize_scale(height: int, width: int, min_size: int, max_size: int) -> float
     return scale
 
 
+def resized_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
+    """(h, w) of an image of (height, width) after the aspect-preserving resize of ``resize_scale``."""
+    factor = resize_scale(height, width, min_size, max_size)
+    return max(1, round(height * factor)), max(1, round(width * factor))
+
+
 class DetectionTransform:
     """``augment`` (optional albumentations Compose) then an aspect-preserving resize.
 
@@ -88,10 +94,10 @@ class DetectionTransform:
 
     def _resize(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray):
         height, width = image.shape[:2]
-        factor = resize_scale(height, width, self.min_size, self.max_size)
-        new_height, new_width = max(1, round(height * factor)), max(1, round(width * factor))
+        new_height, new_width = resized_size(height, width, self.min_size, self.max_size)
         if (new_height, new_width) != (height, width):
-            interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+            shrinks = resize_scale(height, width, self.min_size, self.max_size) < 1
+            interpolation = cv2.INTER_AREA if shrinks else cv2.INTER_LINEAR
             image = cv2.resize(image, (new_width, new_height), interpolation=interpolation)
         scale = (new_width / width, new_height / height)
         boxes = boxes * np.array([scale[0], scale[1], scale[0], scale[1]], dtype=np.float32)

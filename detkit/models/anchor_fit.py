@@ -1,0 +1,133 @@
+"""Anchors that fit the objects: how many ground truths a dense stage's anchors reach, and anchor sizes and
+aspect ratios fitted to the training boxes.
+
+A ground truth that no anchor overlaps well is learnt only through a low-quality match (its best anchor made
+positive, with a poor box to regress from), or not at all. Fitting keeps each level's anchors at one multiple
+of its stride, since the head is shared by all levels: ``size_l = c * stride_l * scale_j``, with ``c`` chosen
+to maximise the share of ground truths whose best anchor reaches the positive IoU threshold, and the aspect
+ratios at evenly spaced quantiles of the boxes' h / w.
+
+Dims: G ground truths over all images, M of one image, N anchors of one image, L levels, S sizes per level.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from detkit.models.dense import DenseAnchorStage
+from detkit.ops import Matcher, box_iou
+
+SIZE_BUCKETS = (0, 16, 32, 64, 128, 256, math.inf)  # sqrt(box area) in input pixels
+STRIDE_MULTIPLES = tuple(2 ** (k / 4) for k in range(-4, 25))  # c from 0.5 to 64, four steps an octave
+
+
+@dataclass
+class Coverage:
+    """Per ground truth (G,): its best anchor IoU, whether the matcher gives it a positive anchor (low-quality
+    matches included), its label and its size sqrt(w * h) in input pixels."""
+
+    best_iou: torch.Tensor
+    matched: torch.Tensor
+    labels: torch.Tensor
+    sizes: torch.Tensor
+    matcher: Matcher
+
+    def share_reaching(self, threshold: float, mask: torch.Tensor | None = None) -> float:
+        """Share of the ground truths (in ``mask``) whose best anchor has IoU >= threshold; nan if none."""
+        values = self.best_iou if mask is None else self.best_iou[mask]
+        return float((values >= threshold).float().mean()) if len(values) else math.nan
+
+    def share_matched(self, mask: torch.Tensor | None = None) -> float:
+        values = self.matched if mask is None else self.matched[mask]
+        return float(values.float().mean()) if len(values) else math.nan
+
+    @property
+    def poor_share(self) -> float:
+        """Share whose best anchor is below the background threshold: no anchor resembles them."""
+        return 1.0 - self.share_reaching(self.matcher.low_threshold)
+
+    def rows(self, class_names: list[str]) -> list[tuple[str, int, float, float, float]]:
+        """(group, objects, share with best IoU >= fg, share matched with low-quality matches, mean best IoU),
+        for all objects, per class and per size bucket (empty groups left out)."""
+        groups = [("all", torch.ones_like(self.matched))]
+        groups += [(f"class {name}", self.labels == label) for label, name in enumerate(class_names)]
+        groups += [(f"size {low}-{high} px" if math.isfinite(high) else f"size >= {low} px",
+                    (self.sizes >= low) & (self.sizes < high)) for low, high in zip(SIZE_BUCKETS, SIZE_BUCKETS[1:])]
+        return [(name, int(mask.sum()), self.share_reaching(self.matcher.high_threshold, mask),
+                 self.share_matched(mask), float(self.best_iou[mask].mean()))
+                for name, mask in groups if mask.any()]
+
+    def table(self, class_names: list[str]) -> str:
+        header = f"{'':<20} {'objects':>8} {f'IoU>={self.matcher.high_threshold:g}':>9} {'matched':>8} {'mean IoU':>9}"
+        lines = [header] + [f"{name:<20} {count:>8} {100 * strict:>8.1f}% {100 * matched:>7.1f}% {mean:>9.3f}"
+                            for name, count, strict, matched, mean in self.rows(class_names)]
+        return "\n".join(lines)
+
+
+def anchor_coverage(stage: DenseAnchorStage, image_sizes: list[tuple[int, int]], boxes: list[torch.Tensor],
+                    labels: list[torch.Tensor]) -> Coverage:
+    """How the stage's anchors and matcher see the ground truth of each image.
+
+    Args:
+        image_sizes: per image the padded input size (h, w); boxes: per image (M, 4) xyxy input pixels;
+        labels: per image (M,) int64.
+    """
+    best, matched = [], []
+    for size, image_boxes in zip(image_sizes, boxes):
+        image_boxes = image_boxes.to(stage.anchor_sizes.device)
+        if len(image_boxes) == 0:
+            continue
+        iou = box_iou(image_boxes, stage.image_anchors(size))  # (M, N)
+        best.append(iou.amax(dim=1))  # (M,)
+        assignment = stage.matcher(iou)  # (N,)
+        reached = torch.zeros(len(image_boxes), dtype=torch.bool, device=iou.device)
+        reached[assignment[assignment >= 0]] = True
+        matched.append(reached)
+    nonempty = [b for b in boxes if len(b)]
+    sizes = torch.cat([((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).clamp(min=0).sqrt() for b in nonempty]) if nonempty else torch.zeros(0)
+    empty = torch.zeros(0)
+    return Coverage(best_iou=torch.cat(best).cpu() if best else empty, matched=torch.cat(matched).cpu() if matched else empty.bool(),
+                    labels=torch.cat([l for l, b in zip(labels, boxes) if len(b)]) if nonempty else empty.long(),
+                    sizes=sizes, matcher=stage.matcher)
+
+
+def fitted_aspect_ratios(boxes: list[torch.Tensor], count: int) -> tuple[float, ...]:
+    """``count`` ratios h / w at the quantiles (2i + 1) / (2 count) of the boxes' log ratio, rounded to 0.01."""
+    stacked = torch.cat([b for b in boxes if len(b)]) if any(len(b) for b in boxes) else torch.zeros(0, 4)
+    width, height = (stacked[:, 2] - stacked[:, 0]).clamp(min=1e-3), (stacked[:, 3] - stacked[:, 1]).clamp(min=1e-3)
+    if len(stacked) == 0:
+        return tuple(2.0 ** (2 * i / (count - 1) - 1) if count > 1 else 1.0 for i in range(count))
+    log_ratio = (height / width).log().double()  # (G,)
+    quantiles = torch.tensor([(2 * i + 1) / (2 * count) for i in range(count)], dtype=torch.float64)
+    return tuple(round(float(r), 2) for r in log_ratio.quantile(quantiles).exp())
+
+
+def fit_anchors(stage: DenseAnchorStage, image_sizes: list[tuple[int, int]], boxes: list[torch.Tensor]
+                ) -> tuple[tuple[tuple[float, ...], ...], tuple[float, ...]]:
+    """Anchor sizes (L x S, pixels) and aspect ratios (R,) for ``stage`` fitted to the boxes.
+
+    Only what the stage marks for fitting changes: ratios (``fit_ratios``) first, then sizes (``fit_sizes``): the
+    stride multiple c maximising the share of boxes whose best anchor reaches the positive threshold (ties:
+    the higher mean best IoU), keeping the configured relative scales within a level.
+    """
+    ratios = tuple(stage.aspect_ratios.tolist())
+    if stage.fit_ratios:
+        ratios = fitted_aspect_ratios(boxes, len(ratios))
+    sizes = tuple(tuple(level) for level in stage.anchor_sizes.tolist())
+    if stage.fit_sizes:
+        scales = [size / sizes[0][0] for size in sizes[0]]  # the configured anchor_scales
+        candidates = [tuple(tuple(round(c * stride * scale, 2) for scale in scales) for stride in stage.strides)
+                      for c in STRIDE_MULTIPLES]
+        sizes = max(candidates, key=lambda candidate: _score(stage, candidate, ratios, image_sizes, boxes))
+    return sizes, ratios
+
+
+def _score(stage: DenseAnchorStage, sizes, ratios, image_sizes, boxes) -> tuple[float, float]:
+    trial = DenseAnchorStage(strides=stage.strides, anchor_sizes=sizes, aspect_ratios=ratios,
+                             fg_iou_threshold=stage.matcher.high_threshold, bg_iou_threshold=stage.matcher.low_threshold,
+                             allow_low_quality_matches=False, box_loss=stage.box_loss)
+    best = [box_iou(b, trial.image_anchors(size)).amax(dim=1) for size, b in zip(image_sizes, boxes) if len(b)]
+    best = torch.cat(best) if best else torch.zeros(1)
+    return float((best >= stage.matcher.high_threshold).float().mean()), float(best.mean())
