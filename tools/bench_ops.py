@@ -36,6 +36,19 @@ def random_boxes(n: int, generator: torch.Generator, device: str, extent: float 
     return torch.cat([top_left, top_left + 1 + torch.rand(n, 2, generator=generator) * 200], dim=1).to(device)
 
 
+def jittered_iou(num_gt: int, num_anchors: int, generator: torch.Generator, device: str,
+                 jitter: float = 0.15) -> torch.Tensor:
+    """(num_gt, num_anchors) IoU of random gt boxes with anchors that are each one gt's box, its corners
+    moved by jitter x its size (normal)."""
+    gt_boxes = random_boxes(num_gt, generator, "cpu")
+    owner = torch.randint(0, num_gt, (num_anchors,), generator=generator)
+    sides = (gt_boxes[:, 2:] - gt_boxes[:, :2]).repeat(1, 2)[owner]  # (num_anchors, 4)
+    corners = gt_boxes[owner] + torch.randn(num_anchors, 4, generator=generator) * sides * jitter
+    anchors = torch.cat([torch.minimum(corners[:, :2], corners[:, 2:]),
+                         torch.maximum(corners[:, :2], corners[:, 2:])], dim=1)
+    return box_iou(gt_boxes.to(device), anchors.to(device))
+
+
 def same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(a, b)
 
@@ -103,6 +116,12 @@ def cases(device: str) -> Iterator[Case]:
     for allow in (False, True):
         yield Case(f"Matcher{', low-quality' if allow else ''}", "100 x 100k",
                    lambda a=allow: Matcher(0.5, 0.4, a)(iou), lambda a=allow: tv_utils.Matcher(0.5, 0.4, a)(iou), same)
+    # big subjects, few anchors: each anchor is one gt's box with jittered corners, ~90% of them matched
+    # (the random boxes above match ~5%); low-quality on, as RetinaNet and the RPN use it. Its own
+    # generator leaves the later rows' inputs as they were.
+    dense_iou = jittered_iou(100, 100_000, torch.Generator().manual_seed(1), device)
+    yield Case("Matcher, dense", "100 x 100k", lambda: Matcher(0.5, 0.4, True)(dense_iou),
+               lambda: tv_utils.Matcher(0.5, 0.4, True)(dense_iou), same)
 
     gt_boxes, anchors = random_boxes(100_000, generator, device), random_boxes(100_000, generator, device)
     deltas = torch.randn(100_000, 4, generator=generator).to(device)
