@@ -1,7 +1,6 @@
 """Time budgets: the schedule is sized from the measured step time so that warm-up, decay and the last
 validation end inside the budget on a slow machine as on a fast one; a run that stops between validations
 (max_time, Ctrl-C) validates and keeps its final weights."""
-import time
 from pathlib import Path
 
 import lightning as L
@@ -13,16 +12,6 @@ from detkit.engine.budget import plan_total_steps
 from detkit.engine.cli import train
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "retinanet_shapes.yaml")
-
-
-class SlowSteps(L.Callback):
-    """Stands for a slower machine: every training step takes ``seconds`` longer."""
-
-    def __init__(self, seconds: float = 0.0):
-        self.seconds = seconds
-
-    def on_train_batch_end(self, *args) -> None:
-        time.sleep(self.seconds)
 
 
 class InterruptAt(L.Callback):
@@ -68,8 +57,8 @@ def test_a_slower_machine_trains_fewer_steps_with_a_complete_schedule(shapes_roo
     budget_s, runs = 6.0, {}
     for delay in (0.0, 0.06):
         cli, result = train(run_args(shapes_root, tmp_path / str(delay), "--budget.minutes", str(budget_s / 60),
-                                     "--trainer.max_epochs", "null", "--trainer.check_val_every_n_epoch", "2",
-                                     "--trainer.callbacks+=test_engine_budget.SlowSteps",
+                                     "--trainer.max_epochs", "null", "--budget.validations", "3",
+                                     "--trainer.callbacks+=slow_machine.SlowMachine",
                                      f"--trainer.callbacks.seconds={delay}"))
         module, steps = cli.model, cli.trainer.global_step
         assert steps == module.lr_schedule.total_steps  # the schedule ran to its planned end ...
@@ -77,6 +66,8 @@ def test_a_slower_machine_trains_fewer_steps_with_a_complete_schedule(shapes_roo
         assert module.validated_step == steps  # the final weights were validated
         assert cli.fit_seconds <= budget_s + 1.5  # and all of it inside the budget (1.5 s for what is not planned)
         assert cli.fit_seconds >= 0.7 * budget_s  # without leaving most of it unused
+        epochs = steps / cli.trainer.num_training_batches
+        assert cli.trainer.check_val_every_n_epoch == pytest.approx(epochs / 3, abs=1.5)  # 3 validations, spread
         runs[delay] = steps
     assert runs[0.06] < 0.8 * runs[0.0]
 

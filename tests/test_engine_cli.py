@@ -5,6 +5,8 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+import torchvision
 
 from detkit.data.shapes import generate_shapes
 from detkit.engine.cli import DetectionCLI, evaluate, train
@@ -40,6 +42,7 @@ def build(config: str, shapes_root: Path, tmp_path: Path, *extra: str) -> Detect
 @pytest.mark.parametrize("config, detector_type, backbone_channels", [
     ("retinanet_shapes.yaml", RetinaNet, 64), ("faster_rcnn_shapes.yaml", FasterRCNN, 64),
     ("retinanet_r50_fpn_coco.yaml", RetinaNet, 256), ("faster_rcnn_r50_fpn_coco.yaml", FasterRCNN, 256),
+    ("retinanet_custom.yaml", RetinaNet, 64), ("faster_rcnn_custom.yaml", FasterRCNN, 64),
 ])
 def test_every_config_builds(config, detector_type, backbone_channels, shapes_root, tmp_path):
     extra = ["--model.detector.init_args.backbone_weights", "null"] if "coco" in config else []
@@ -48,6 +51,20 @@ def test_every_config_builds(config, detector_type, backbone_channels, shapes_ro
     assert type(detector) is detector_type
     assert detector.num_classes == 3  # linked from the dataset's categories
     assert detector.backbone.out_channels == backbone_channels
+
+
+@pytest.mark.parametrize("config", ["retinanet_custom.yaml", "faster_rcnn_custom.yaml"])
+def test_custom_recipe_with_a_local_pretrained_trunk(config, shapes_root, tmp_path):
+    # what README's "your own data" section tells users to do with a torchvision ResNet-18 file saved offline
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    torch.save(state, tmp_path / "resnet18.pth")
+    cli = build(config, shapes_root, tmp_path, "--model.detector.init_args.backbone", "resnet18",
+                "--model.detector.init_args.backbone_weights", str(tmp_path / "resnet18.pth"),
+                "--model.detector.init_args.norm", "frozen_bn", "--model.detector.init_args.trainable_layers", "3")
+    body = cli.model.detector.backbone.body
+    assert torch.equal(body.layers[2][0].conv1.weight, state["layer3.0.conv1.weight"])
+    assert torch.equal(body.stem[0].weight, state["conv1.weight"]) and not body.stem[0].weight.requires_grad
+    assert body.layers[3][1].conv2.weight.requires_grad  # layer4, layer3, layer2 train
 
 
 def test_coco_recipes_keep_the_standard_schedule(shapes_root, tmp_path):

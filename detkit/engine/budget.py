@@ -49,26 +49,34 @@ class TimeBudget(L.Callback):
     """Size the learning-rate schedule (``DetectionModule.lr_schedule.total_steps``) so that training, its
     validations and the final validation of the last weights end within ``minutes`` of the start of ``fit``.
 
-    The step time is the median of the last ``window`` steps (the loader's wait included, validation not),
+    The step time is the median of the last ``window`` steps (the loader's wait included, validation not)
+    plus, per step, the time since the first step spent outside steps and validations (epoch starts,
+    checkpoint saves),
     re-planned every ``replan_every`` steps; a validation's time is measured by the previous validation
     (before the first: the val images at the training time per image, an overestimate). ``margin`` of the
-    budget is kept back for what is not measured (checkpoint saves, the loader's start at each epoch).
+    budget is kept in reserve.
     Training ends when the step count reaches the plan; the caller then validates the final weights
     (``detkit.engine.final_validation``). ``max_epochs`` / ``max_steps`` still cap the run.
 
     Args:
         minutes: the budget; None turns the callback off (the schedule is sized by max_epochs / max_steps).
+        validations: validations in the run, the last included, spread over its epochs by setting
+            ``trainer.check_val_every_n_epoch`` at each plan (null: keep the trainer's).
         margin: share of the budget kept in reserve.
         window, replan_every, first_plan_after: steps measured, steps between plans, steps before the first plan.
     """
 
-    def __init__(self, minutes: float | None = None, margin: float = 0.03, window: int = 50,
-                 replan_every: int = 10, first_plan_after: int = 5):
+    def __init__(self, minutes: float | None = None, validations: int | None = None, margin: float = 0.03,
+                 window: int = 50, replan_every: int = 10, first_plan_after: int = 5):
         if minutes is not None and minutes <= 0:
             raise ValueError(f"budget.minutes must be > 0 or null, got {minutes}")
+        if validations is not None and validations < 1:
+            raise ValueError(f"budget.validations must be >= 1 or null, got {validations}")
         if not 0 <= margin < 1:
             raise ValueError(f"budget.margin must be in [0, 1), got {margin}")
-        self.minutes, self.margin = minutes, margin
+        self.minutes, self.validations, self.margin = minutes, validations, margin
+        self._step_seconds_total, self._val_seconds_total = 0.0, 0.0
+        self._first_step_start: float | None = None  # start-up before it (anchor fitting, loaders) is not per step
         self.replan_every, self.first_plan_after = max(1, replan_every), max(1, first_plan_after)
         self._step_times: deque[float] = deque(maxlen=max(1, window))
         self._start: float | None = None
@@ -101,10 +109,13 @@ class TimeBudget(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         now = time.perf_counter()
         self._step_start = self._last_step_end if self._last_step_end is not None else now
+        if self._first_step_start is None:
+            self._first_step_start = self._step_start
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._last_step_end = time.perf_counter()
         self._step_times.append(self._last_step_end - self._step_start)
+        self._step_seconds_total += self._step_times[-1]
         if self.minutes is None:
             return
         step = trainer.global_step
@@ -122,16 +133,23 @@ class TimeBudget(L.Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
             self.val_seconds = time.perf_counter() - self._val_start
+            self._val_seconds_total += self.val_seconds
         self._last_step_end = None
 
     def _replan(self, trainer, pl_module) -> None:
-        step_s = statistics.median(self._step_times)
+        now, steps = time.perf_counter(), max(trainer.global_step, 1)
+        elapsed, training = now - self._start, now - self._first_step_start
+        overhead_s = max(0.0, training - self._step_seconds_total - self._val_seconds_total) / steps
+        step_s = statistics.median(self._step_times) + overhead_s
         steps_per_epoch = max(1, int(trainer.num_training_batches // trainer.accumulate_grad_batches))
-        total = plan_total_steps(
-            budget_s=self.budget_seconds * (1 - self.margin), elapsed_s=time.perf_counter() - self._start,
-            steps_done=trainer.global_step, step_s=step_s, val_s=self._val_estimate(trainer, step_s),
-            steps_per_epoch=steps_per_epoch, val_every_n_epochs=trainer.check_val_every_n_epoch,
-            max_steps=self.max_steps)
+        plan = dict(budget_s=self.budget_seconds * (1 - self.margin), elapsed_s=elapsed, steps_done=trainer.global_step,
+                    step_s=step_s, val_s=self._val_estimate(trainer, step_s), steps_per_epoch=steps_per_epoch,
+                    max_steps=self.max_steps)
+        if self.validations is not None:
+            # spread the validations over the epochs the run would have with the last one only
+            epochs = plan_total_steps(**plan, val_every_n_epochs=None) / steps_per_epoch
+            trainer.check_val_every_n_epoch = max(1, math.ceil(epochs / self.validations))
+        total = plan_total_steps(**plan, val_every_n_epochs=trainer.check_val_every_n_epoch)
         pl_module.lr_schedule.total_steps = total
         self.plans.append((trainer.global_step, total, step_s))
 
