@@ -1,0 +1,91 @@
+"""tools/bench_models.py: the torchvision twins have detkit's architecture, and a quick run prints the table."""
+import dataclasses
+import importlib.util
+import pathlib
+import re
+import sys
+
+import pytest
+from torch import nn
+
+TOOL = pathlib.Path(__file__).resolve().parents[1] / "tools" / "bench_models.py"
+spec = importlib.util.spec_from_file_location("bench_models", TOOL)
+bench = importlib.util.module_from_spec(spec)
+sys.modules["bench_models"] = bench  # dataclasses look their module up there
+spec.loader.exec_module(bench)
+
+QUICK_ROWS = [f"{model} {size} {phase}" for model, size in (
+    ("RetinaNet shapes", "64px b2"), ("Faster R-CNN shapes", "64px b2"),
+    ("RetinaNet R50-FPN", "64px b1"), ("Faster R-CNN R50-FPN", "64px b1")) for phase in ("train", "infer")]
+
+
+def shapes_setting(detector: str) -> "bench.Setting":
+    """The full run's shapes setting of ``detector``, one image (checks only, nothing timed)."""
+    setting = next(s for s in bench.settings(quick=False, cuda=False) if s.detector == detector and s.trunk == "shapes")
+    return dataclasses.replace(setting, batch=1)
+
+
+def test_full_run_has_the_rows_of_the_issue():
+    names = [s.name() for s in bench.settings(quick=False, cuda=True)]
+    assert names[:4] == ["RetinaNet shapes 128px b16", "Faster R-CNN shapes 128px b16",
+                         "RetinaNet R50-FPN 512px b2", "Faster R-CNN R50-FPN 512px b2"]
+    assert names[4:] == [f"{model} R50-FPN 800x1333 b8 {precision}" for precision in ("fp32", "bf16")
+                         for model in ("RetinaNet", "Faster R-CNN")]
+
+
+def test_retinanet_twin_has_the_configs_anchors_and_head(one_thread):
+    setting = shapes_setting("RetinaNet")
+    ours, theirs = bench.build_pair(setting)
+    check = bench.architecture_check(ours, theirs, bench.synthetic_batches(setting, count=1)[0])
+    # README: 3024 anchors per 128 px image, (16^2 + 8^2 + 4^2) locations x 3 sizes x 3 ratios
+    assert check.anchors == (3024, 3024) and check.anchors_equal
+    assert check.trunk_parameters[0] == check.trunk_parameters[1] > 0
+    assert check.head_parameters[0] == check.head_parameters[1]
+    assert check.feature_difference < 1e-5 and check.head_difference < 1e-5 and check.same
+    # the config's head: 2 convs per subnet (torchvision's default is 4), GroupNorm with detkit's 16 groups
+    tower = theirs.head.classification_head.conv
+    assert len(tower) == 2 and all(isinstance(block[1], nn.GroupNorm) and block[1].num_groups == 16 for block in tower)
+    assert len(theirs.head.regression_head.conv) == 2
+    assert theirs.detections_per_img == 100 and theirs.score_thresh == 0.05
+
+
+def test_faster_rcnn_twin_has_the_configs_proposal_and_roi_counts(one_thread):
+    setting = shapes_setting("Faster R-CNN")
+    ours, theirs = bench.build_pair(setting)
+    check = bench.architecture_check(ours, theirs, bench.synthetic_batches(setting, count=1)[0])
+    # README: 8160 RPN anchors per 128 px image, (32^2 + 16^2 + 8^2 + 4^2) locations x 2 sizes x 3 ratios
+    assert check.anchors == (8160, 8160) and check.anchors_equal
+    assert check.trunk_parameters[0] == check.trunk_parameters[1]
+    assert check.head_parameters[1] - check.head_parameters[0] == 4 * (512 + 1)  # the background box regressor
+    assert check.same
+    # configs/faster_rcnn_shapes.yaml
+    assert theirs.rpn._pre_nms_top_n == {"training": 300, "testing": 500}
+    assert theirs.rpn._post_nms_top_n == {"training": 300, "testing": 300}
+    sampler = theirs.roi_heads.fg_bg_sampler
+    assert (sampler.batch_size_per_image, sampler.positive_fraction) == (64, 0.5)
+    assert theirs.roi_heads.box_roi_pool.featmap_names == ["0", "1", "2", "3"]  # P2-P5
+    assert theirs.roi_heads.box_head.fc6.in_features == 64 * 7 * 7 and theirs.roi_heads.box_head.fc7.out_features == 512
+
+
+def test_copy_parameters_refuses_different_layers():
+    with pytest.raises(ValueError, match="differ"):
+        bench.copy_parameters(nn.Conv2d(8, 8, 3), nn.Conv2d(8, 8, 1))
+
+
+def test_quick_run_prints_every_row_and_the_worst_cpu_ratio(one_thread, capsys):
+    rows = bench.main(["--quick", "--threads", "1", "--no-cuda", "--warmup", "0", "--steps", "1"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    table = {line[:44].strip(): line[44:].split() for line in lines[3:-1]}
+    assert list(table) == QUICK_ROWS
+    ratios = {}
+    for name, (device, ours, theirs, ratio, ours_mb, theirs_mb, same) in table.items():
+        assert device == "cpu" and same == "yes"
+        assert float(ours) > 0 and float(theirs) > 0
+        ratios[name] = float(ratio)
+        assert ours_mb == "n/a" or float(ours_mb) >= 0
+    worst = re.fullmatch(r"worst ratio (\d+\.\d+) \((.+)\)", lines[-1])
+    assert worst, lines[-1]
+    assert worst[2] in table and float(worst[1]) == min(ratios.values())
+    for row in rows:  # the pairs the run built had the same anchors and trunk
+        assert row.check.anchors[0] == row.check.anchors[1] and row.check.anchors_equal
+        assert row.check.trunk_parameters[0] == row.check.trunk_parameters[1]
