@@ -24,5 +24,18 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) tools/bench_ops.py
 
+# GPU machine (lent to some sessions; no package registry there): `make gpu-wheels` here, where PyPI is
+# reachable, fills $(GPU_WHEELS) with the cp312 wheels its python3 lacks; `make gpu-check` there installs them
+# (no venv) and runs the CUDA tests, CUDA-vs-CPU kernels, bench rows and bf16 trainings. Without CUDA it exits 0.
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_WHEELS ?= .whl
+.PHONY: gpu-check gpu-wheels
+
+gpu-check:
+	$(GPU_PYTHON) tools/gpu_check.py --wheels $(GPU_WHEELS) $(GPU_CHECK_ARGS)
+
+gpu-wheels: $(STAMP)
+	$(PY) tools/gpu_check.py --download-wheels $(GPU_WHEELS)
+
 clean:
 	rm -rf $(VENV) lightning_logs runs
