@@ -53,7 +53,7 @@ def test_fit_reaches_objects_the_default_anchors_miss():
     labels = [torch.zeros(1, dtype=torch.long)] * len(boxes)
     before = anchor_coverage(stage(), sizes, boxes, labels)
     fitted = stage(fit_sizes=True)
-    anchor_sizes, ratios = fit_anchors(fitted, sizes, boxes)
+    anchor_sizes, ratios = fit_anchors(fitted, sizes, boxes, labels)
     fitted.set_anchors(anchor_sizes, ratios)
     after = anchor_coverage(fitted, sizes, boxes, labels)
     assert before.share_reaching(0.5) == 0.0 and after.share_reaching(0.5) == 1.0
@@ -65,9 +65,22 @@ def test_fit_reaches_objects_the_default_anchors_miss():
 def test_fit_keeps_the_configured_scales_and_fits_ratios():
     boxes = [torch.tensor([[10.0, 10.0, 50.0, 30.0]] * 5 + [[10.0, 10.0, 30.0, 50.0]] * 5)]
     fitted = stage(sizes=((32.0, 48.0), (64.0, 96.0), (128.0, 192.0)), ratios=(0.5, 2.0), fit_sizes=True, fit_ratios=True)
-    anchor_sizes, ratios = fit_anchors(fitted, [(320, 320)], boxes)
+    anchor_sizes, ratios = fit_anchors(fitted, [(320, 320)], boxes, [torch.zeros(10, dtype=torch.long)])
     assert all(level[1] / level[0] == pytest.approx(1.5, rel=1e-3) for level in anchor_sizes)
     assert ratios == (0.5, 2.0)
+
+
+def test_fit_weighs_every_class_alike():
+    # 90 large objects of class 0 and 10 small ones of class 1: the best share over all objects would serve the
+    # large ones only; averaged over the classes, both get anchors
+    boxes = square_boxes(150.0, count=90) + square_boxes(30.0, count=10, seed=1)
+    labels = [torch.zeros(1, dtype=torch.long)] * 90 + [torch.ones(1, dtype=torch.long)] * 10
+    fitted = stage(sizes=((32.0,), (64.0,), (128.0,)), fit_sizes=True)
+    fitted.matcher.high_threshold = 0.7  # strict enough that one octave of sizes cannot cover both
+    fitted.set_anchors(*fit_anchors(fitted, [(320, 320)] * 100, boxes, labels))
+    coverage = anchor_coverage(fitted, [(320, 320)] * 100, boxes, labels)
+    small = torch.cat(labels) == 1
+    assert coverage.share_reaching(0.7, small) > 0.5 and coverage.share_reaching(0.7, ~small) > 0.5
 
 
 def test_the_checkpoint_carries_fitted_anchors():

@@ -18,28 +18,27 @@ def main() -> None:
     options, cli_args = parser.parse_known_args(sys.argv[1:])
     cli = DetectionCLI(run=False, args=cli_args + ["--trainer.logger=false"], save_config_callback=None)
     detector, dataset = cli.model.detector, cli.datamodule.val_dataset
-    is_rpn = hasattr(detector, "rpn")
-    dense = detector.rpn.dense if is_rpn else detector.dense  # Faster R-CNN's dense stage is its RPN
-    stats = ImbalanceStats(
-        num_classes=1 if is_rpn else detector.num_classes,
-        prior=0.5 if is_rpn else round(float(detector.head.cls_logits.bias[0].detach().sigmoid()), 4),  # RPN bias starts at 0
-        focal_alpha=-1.0 if is_rpn else detector.focal_alpha, focal_gamma=0.0 if is_rpn else detector.focal_gamma)
+    # RetinaNet is its own dense stage; Faster R-CNN's is its RPN
+    setup = next(m for m in detector.modules() if hasattr(m, "imbalance_setup")).imbalance_setup()
+    dense, sampler = setup["stage"], setup["sampler"]
+    stats = ImbalanceStats(num_classes=setup["num_classes"], prior=setup["prior"], focal_alpha=setup["focal_alpha"],
+                           focal_gamma=setup["focal_gamma"])
     sampled_positive = sampled = 0
     for index in range(min(options.num_images, len(dataset))):
         image, target = dataset[index]
         height, width = padded_size(*image.shape[-2:], cli.datamodule.size_divisor)
         anchors = dense.image_anchors((height, width))  # (N, 4)
         matched = stats.add_image(anchors, target["boxes"], dense.matcher)  # (N,)
-        if is_rpn:
-            positive, negative = (masks[0] for masks in detector.rpn.sampler([matched]))
+        if sampler is not None:
+            positive, negative = (masks[0] for masks in sampler([matched]))
             sampled_positive += int(positive.sum())
             sampled += int(positive.sum() + negative.sum())
     rows = stats.rows()
-    if is_rpn:
-        rows += [("RPN anchors sampled per image", f"{sampled / max(stats.images, 1):.0f}"),
+    if sampler is not None:
+        rows += [(f"{setup['name']} anchors sampled per image", f"{sampled / max(stats.images, 1):.0f}"),
                  ("  positive share of the sampled", f"{100 * sampled_positive / max(sampled, 1):.1f}%")]
     width = max(len(name) for name, _ in rows)
-    print(f"{'RPN' if is_rpn else 'RetinaNet'} anchors on the val split, {dense.matcher}:")
+    print(f"{setup['name']} anchors on the val split, {dense.matcher}:")
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
 

@@ -40,7 +40,7 @@ class AnchorCheck(L.Callback):
         sizes, boxes, labels = datamodule.input_boxes(self.max_images)
         for name, stage in stages:
             if stage.needs_fit:
-                anchor_sizes, ratios = fit_anchors(stage, sizes, boxes)
+                anchor_sizes, ratios = fit_anchors(stage, sizes, boxes, labels)
                 stage.set_anchors(anchor_sizes, ratios)
                 _print(f"anchors fitted to {len(sizes)} training images for {name}: sizes per level "
                                f"{[list(level) for level in anchor_sizes]} px, aspect ratios {list(ratios)} "

@@ -4,7 +4,8 @@ aspect ratios fitted to the training boxes.
 A ground truth that no anchor overlaps well is learnt only through a low-quality match (its best anchor made
 positive, with a poor box to regress from), or not at all. Fitting keeps each level's anchors at one multiple
 of its stride, since the head is shared by all levels: ``size_l = c * stride_l * scale_j``, with ``c`` chosen
-to maximise the share of ground truths whose best anchor reaches the positive IoU threshold, and the aspect
+to maximise the share of ground truths whose best anchor reaches the positive IoU threshold, averaged over the
+classes as COCO's AP is (a rare class of small objects is not traded for a frequent one), and the aspect
 ratios at evenly spaced quantiles of the boxes' h / w.
 
 Dims: G ground truths over all images, M of one image, N anchors of one image, L levels, S sizes per level.
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from detkit.models.dense import DenseAnchorStage
-from detkit.ops import Matcher, box_iou
+from detkit.ops import Matcher, box_area, box_iou
 
 SIZE_BUCKETS = (0, 16, 32, 64, 128, 256, math.inf)  # sqrt(box area) in input pixels
 STRIDE_MULTIPLES = tuple(2 ** (k / 4) for k in range(-4, 25))  # c from 0.5 to 64, four steps an octave
@@ -85,32 +86,39 @@ def anchor_coverage(stage: DenseAnchorStage, image_sizes: list[tuple[int, int]],
         reached = torch.zeros(len(image_boxes), dtype=torch.bool, device=iou.device)
         reached[assignment[assignment >= 0]] = True
         matched.append(reached)
-    nonempty = [b for b in boxes if len(b)]
-    sizes = torch.cat([((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).clamp(min=0).sqrt() for b in nonempty]) if nonempty else torch.zeros(0)
-    empty = torch.zeros(0)
-    return Coverage(best_iou=torch.cat(best).cpu() if best else empty, matched=torch.cat(matched).cpu() if matched else empty.bool(),
-                    labels=torch.cat([l for l, b in zip(labels, boxes) if len(b)]) if nonempty else empty.long(),
-                    sizes=sizes, matcher=stage.matcher)
+    all_boxes, all_labels = stacked(boxes, labels)
+    return Coverage(best_iou=torch.cat(best).cpu() if best else torch.zeros(0),
+                    matched=torch.cat(matched).cpu() if matched else torch.zeros(0, dtype=torch.bool),
+                    labels=all_labels, sizes=box_area(all_boxes).clamp(min=0).sqrt(), matcher=stage.matcher)
+
+
+def stacked(boxes: list[torch.Tensor], labels: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image boxes (M, 4) and labels (M,) -> all boxes (G, 4) float32 and labels (G,) int64 (zero-size if none)."""
+    labels = labels if labels is not None else [torch.zeros(len(b), dtype=torch.long) for b in boxes]
+    all_boxes = torch.cat([torch.zeros(0, 4), *[b.float().cpu() for b in boxes]])  # (G, 4)
+    all_labels = torch.cat([torch.zeros(0, dtype=torch.long), *[l.long().cpu() for l in labels]])  # (G,)
+    return all_boxes, all_labels
 
 
 def fitted_aspect_ratios(boxes: list[torch.Tensor], count: int) -> tuple[float, ...]:
     """``count`` ratios h / w at the quantiles (2i + 1) / (2 count) of the boxes' log ratio, rounded to 0.01."""
-    stacked = torch.cat([b for b in boxes if len(b)]) if any(len(b) for b in boxes) else torch.zeros(0, 4)
-    width, height = (stacked[:, 2] - stacked[:, 0]).clamp(min=1e-3), (stacked[:, 3] - stacked[:, 1]).clamp(min=1e-3)
-    if len(stacked) == 0:
+    all_boxes, _ = stacked(boxes)
+    width, height = (all_boxes[:, 2] - all_boxes[:, 0]).clamp(min=1e-3), (all_boxes[:, 3] - all_boxes[:, 1]).clamp(min=1e-3)
+    if len(all_boxes) == 0:
         return tuple(2.0 ** (2 * i / (count - 1) - 1) if count > 1 else 1.0 for i in range(count))
     log_ratio = (height / width).log().double()  # (G,)
     quantiles = torch.tensor([(2 * i + 1) / (2 * count) for i in range(count)], dtype=torch.float64)
     return tuple(round(float(r), 2) for r in log_ratio.quantile(quantiles).exp())
 
 
-def fit_anchors(stage: DenseAnchorStage, image_sizes: list[tuple[int, int]], boxes: list[torch.Tensor]
-                ) -> tuple[tuple[tuple[float, ...], ...], tuple[float, ...]]:
-    """Anchor sizes (L x S, pixels) and aspect ratios (R,) for ``stage`` fitted to the boxes.
+def fit_anchors(stage: DenseAnchorStage, image_sizes: list[tuple[int, int]], boxes: list[torch.Tensor],
+                labels: list[torch.Tensor]) -> tuple[tuple[tuple[float, ...], ...], tuple[float, ...]]:
+    """Anchor sizes (L x S, pixels) and aspect ratios (R,) for ``stage`` fitted to the boxes (per image (M, 4)
+    xyxy input pixels, with labels (M,)).
 
     Only what the stage marks for fitting changes: ratios (``fit_ratios``) first, then sizes (``fit_sizes``): the
-    stride multiple c maximising the share of boxes whose best anchor reaches the positive threshold (ties:
-    the higher mean best IoU), keeping the configured relative scales within a level.
+    stride multiple c maximising the class-averaged share of boxes whose best anchor reaches the positive
+    threshold (ties: the higher mean best IoU), keeping the configured relative scales within a level.
     """
     ratios = tuple(stage.aspect_ratios.tolist())
     if stage.fit_ratios:
@@ -120,14 +128,20 @@ def fit_anchors(stage: DenseAnchorStage, image_sizes: list[tuple[int, int]], box
         scales = [size / sizes[0][0] for size in sizes[0]]  # the configured anchor_scales
         candidates = [tuple(tuple(round(c * stride * scale, 2) for scale in scales) for stride in stage.strides)
                       for c in STRIDE_MULTIPLES]
-        sizes = max(candidates, key=lambda candidate: _score(stage, candidate, ratios, image_sizes, boxes))
+        _, all_labels = stacked(boxes, labels)
+        sizes = max(candidates, key=lambda candidate: _score(stage, candidate, ratios, image_sizes, boxes, all_labels))
     return sizes, ratios
 
 
-def _score(stage: DenseAnchorStage, sizes, ratios, image_sizes, boxes) -> tuple[float, float]:
+def _score(stage, sizes, ratios, image_sizes, boxes, labels) -> tuple[float, float]:
+    """(class-averaged share of boxes whose best anchor reaches the fg threshold, mean best IoU) of trial anchors."""
     trial = DenseAnchorStage(strides=stage.strides, anchor_sizes=sizes, aspect_ratios=ratios,
                              fg_iou_threshold=stage.matcher.high_threshold, bg_iou_threshold=stage.matcher.low_threshold,
                              allow_low_quality_matches=False, box_loss=stage.box_loss)
     best = [box_iou(b, trial.image_anchors(size)).amax(dim=1) for size, b in zip(image_sizes, boxes) if len(b)]
-    best = torch.cat(best) if best else torch.zeros(1)
-    return float((best >= stage.matcher.high_threshold).float().mean()), float(best.mean())
+    if not best:
+        return 0.0, 0.0
+    best = torch.cat(best)  # (G,)
+    reached = (best >= stage.matcher.high_threshold).float()  # (G,)
+    per_class = [reached[labels == label].mean() for label in labels.unique()]
+    return float(torch.stack(per_class).mean()), float(best.mean())

@@ -122,6 +122,13 @@ class RetinaNet(nn.Module):
         box_loss = self.dense.box_loss_sum(deltas, anchors, positive, gt_boxes)
         return {"cls": cls_loss / normalizer, "box": box_loss / normalizer}
 
+    def imbalance_setup(self) -> dict:
+        """What ``tools/imbalance_stats.py`` needs of this dense stage: its name, classification loss at the start
+        (K classes, the prior probability of the classifier bias, focal alpha and gamma) and sampler (none)."""
+        prior = round(float(self.head.cls_logits.bias[0].detach().sigmoid()), 4)
+        return {"name": "RetinaNet", "stage": self.dense, "num_classes": self.num_classes, "prior": prior,
+                "focal_alpha": self.focal_alpha, "focal_gamma": self.focal_gamma, "sampler": None}
+
     def _update_normalizer(self, num_positive: torch.Tensor) -> torch.Tensor:
         momentum = self.loss_normalizer_momentum
         value = momentum * self.loss_normalizer + (1 - momentum) * num_positive.clamp(min=1)

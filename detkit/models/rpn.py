@@ -131,6 +131,13 @@ class RegionProposalNetwork(nn.Module):
         box = self.dense.box_loss_sum(deltas, anchors, positive, gt_boxes)
         return {"rpn_objectness": objectness / num_sampled, "rpn_box": box / num_sampled}
 
+    def imbalance_setup(self) -> dict:
+        """What ``tools/imbalance_stats.py`` needs of this dense stage: its name, the loss at the start (one
+        class, BCE at the objectness bias's probability) and the anchor sampler."""
+        prior = round(float(self.head.objectness.bias[0].detach().sigmoid()), 4)
+        return {"name": "RPN", "stage": self.dense, "num_classes": 1, "prior": prior, "focal_alpha": -1.0,
+                "focal_gamma": 0.0, "sampler": self.sampler}
+
     @torch.no_grad()
     def select_proposals(
         self, logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
