@@ -43,8 +43,8 @@ class AnchorCheck(L.Callback):
                 anchor_sizes, ratios = fit_anchors(stage, sizes, boxes, labels)
                 stage.set_anchors(anchor_sizes, ratios)
                 _print(f"anchors fitted to {len(sizes)} training images for {name}: sizes per level "
-                               f"{[list(level) for level in anchor_sizes]} px, aspect ratios {list(ratios)} "
-                               "(kept in the checkpoint)")
+                       f"{[list(level) for level in anchor_sizes]} px, aspect ratios {list(ratios)} "
+                       "(kept in the checkpoint)")
             if self.enabled:
                 self._report(name, stage, sizes, boxes, labels, datamodule.class_names)
 
@@ -52,7 +52,7 @@ class AnchorCheck(L.Callback):
         coverage = anchor_coverage(stage, sizes, boxes, labels)
         self.reports[name] = coverage
         _print(f"anchor coverage of {name} ({stage.matcher}) on {len(sizes)} training images, "
-                       f"input size as trained, no augmentation:\n{coverage.table(class_names)}")
+               f"input size as trained, no augmentation:\n{coverage.table(class_names)}")
         if coverage.poor_share > self.warn_above:
             anchor_keys, threshold_keys = KEYS.get(name, KEYS["dense"])
             change = ("the fitted anchors cannot reach them: change the pyramid levels (model.detector.init_args."

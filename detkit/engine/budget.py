@@ -51,11 +51,9 @@ class TimeBudget(L.Callback):
 
     The step time is the median of the last ``window`` steps (the loader's wait included, validation not)
     plus, per step, the time since the first step spent outside steps and validations (epoch starts,
-    checkpoint saves),
-    re-planned every ``replan_every`` steps; a validation's time is measured by the previous validation
-    (before the first: the val images at the training time per image, an overestimate). ``margin`` of the
-    budget is kept in reserve.
-    Training ends when the step count reaches the plan; the caller then validates the final weights
+    checkpoint saves), re-planned every ``replan_every`` steps; a validation's time is measured by the previous
+    validation (before the first: the val images at the training time per image, an overestimate). ``margin``
+    of the budget is kept in reserve. Training ends when the step count reaches the plan; the caller then validates the final weights
     (``detkit.engine.final_validation``). ``max_epochs`` / ``max_steps`` still cap the run.
 
     Args:

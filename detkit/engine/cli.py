@@ -78,9 +78,9 @@ def train(args: list[str] | None = None) -> tuple[DetectionCLI, object]:
         if trainer.state.status != TrainerStatus.INTERRUPTED:
             raise
         interruption = error
-    throughput = _throughput(cli)
+    throughput = _callback(cli, Throughput)
     final_validated = validate_final_weights(trainer, cli.model, cli.datamodule)
-    budget = next((c for c in trainer.callbacks if isinstance(c, TimeBudget)), None)
+    budget = _callback(cli, TimeBudget)
     cli.fit_seconds = budget.seconds_since_start if budget is not None else 0.0  # fit + last validation
     if interruption is not None:
         raise interruption
@@ -99,8 +99,9 @@ def train(args: list[str] | None = None) -> tuple[DetectionCLI, object]:
     return cli, result
 
 
-def _throughput(cli: DetectionCLI) -> Throughput:
-    return next(c for c in cli.trainer.callbacks if isinstance(c, Throughput))
+def _callback(cli: DetectionCLI, kind: type):
+    """The trainer's callback of type ``kind`` (the CLI adds one of each of detkit's), or None."""
+    return next((c for c in cli.trainer.callbacks if isinstance(c, kind)), None)
 
 
 def _config_beside(checkpoint: str) -> str:
@@ -124,7 +125,7 @@ def evaluate(args: list[str] | None = None):
     cli = DetectionCLI(run=False, args=args + ["--trainer.logger=false"], save_config_callback=None)
     cli.model.hparams.results_path = results
     cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint, verbose=False)
-    print_evaluation(cli.model.last_evaluation, f"checkpoint {checkpoint}", _throughput(cli))
+    print_evaluation(cli.model.last_evaluation, f"checkpoint {checkpoint}", _callback(cli, Throughput))
     print(f"results written to {results}")
     return cli.model.last_evaluation
 
