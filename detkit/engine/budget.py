@@ -15,6 +15,8 @@ from collections import deque
 
 import lightning as L
 
+from detkit.engine.callbacks import StepClock
+
 
 def plan_total_steps(budget_s: float, elapsed_s: float, steps_done: int, step_s: float, val_s: float,
                      steps_per_epoch: int, val_every_n_epochs: int | None, max_steps: int) -> int:
@@ -78,8 +80,7 @@ class TimeBudget(L.Callback):
         self.replan_every, self.first_plan_after = max(1, replan_every), max(1, first_plan_after)
         self._step_times: deque[float] = deque(maxlen=max(1, window))
         self._start: float | None = None
-        self._step_start: float | None = None
-        self._last_step_end: float | None = None
+        self._clock = StepClock()
         self.val_seconds: float | None = None
         self._val_start = 0.0
         self.max_steps = 0
@@ -105,14 +106,12 @@ class TimeBudget(L.Callback):
         self.max_steps = int(min(pl_module.lr_schedule.total_steps, trainer.estimated_stepping_batches))
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        now = time.perf_counter()
-        self._step_start = self._last_step_end if self._last_step_end is not None else now
+        self._clock.start()
         if self._first_step_start is None:
-            self._first_step_start = self._step_start
+            self._first_step_start = self._clock.step_start
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._last_step_end = time.perf_counter()
-        self._step_times.append(self._last_step_end - self._step_start)
+        self._step_times.append(self._clock.stop())
         self._step_seconds_total += self._step_times[-1]
         if self.minutes is None:
             return
@@ -123,7 +122,7 @@ class TimeBudget(L.Callback):
             trainer.should_stop = True
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._last_step_end = None  # the loader's start-up is not a step's wait
+        self._clock.pause()  # the loader's start-up is not a step's wait
 
     def on_validation_start(self, trainer, pl_module) -> None:
         self._val_start = time.perf_counter()
@@ -132,7 +131,7 @@ class TimeBudget(L.Callback):
         if not trainer.sanity_checking:
             self.val_seconds = time.perf_counter() - self._val_start
             self._val_seconds_total += self.val_seconds
-        self._last_step_end = None
+        self._clock.pause()
 
     def _replan(self, trainer, pl_module) -> None:
         now, steps = time.perf_counter(), max(trainer.global_step, 1)

@@ -6,6 +6,26 @@ import time
 import lightning as L
 
 
+class StepClock:
+    """Wall time of each training step, counting the wait for its batch since the previous step (the data
+    loader's share); ``pause`` at epoch starts and validations, so neither counts as a step's wait."""
+
+    def __init__(self):
+        self._last_end: float | None = None
+        self.step_start = 0.0
+
+    def start(self) -> None:
+        self.step_start = self._last_end if self._last_end is not None else time.perf_counter()
+
+    def stop(self) -> float:
+        """Seconds since the step (and its wait) started."""
+        self._last_end = time.perf_counter()
+        return self._last_end - self.step_start
+
+    def pause(self) -> None:
+        self._last_end = None
+
+
 class Throughput(L.Callback):
     """Training and inference throughput in images per second.
 
@@ -19,7 +39,7 @@ class Throughput(L.Callback):
     def __init__(self):
         self.train_images, self.train_seconds = 0, 0.0
         self.inference_images, self.inference_seconds = 0, 0.0
-        self._last_step_end: float | None = None
+        self._clock = StepClock()
         self._step_start = 0.0
 
     @property
@@ -34,20 +54,17 @@ class Throughput(L.Callback):
         self.inference_images, self.inference_seconds = 0, 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._step_start = time.perf_counter()
-        if self._last_step_end is not None:
-            self.train_seconds += self._step_start - self._last_step_end
+        self._clock.start()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._last_step_end = time.perf_counter()
-        self.train_seconds += self._last_step_end - self._step_start
+        self.train_seconds += self._clock.stop()
         self.train_images += len(batch["image_sizes"]) * trainer.world_size
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._last_step_end = None  # the loader's start-up is not a step's wait
+        self._clock.pause()  # the loader's start-up is not a step's wait
 
     def on_validation_start(self, trainer, pl_module) -> None:
-        self._last_step_end = None
+        self._clock.pause()
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         self._step_start = time.perf_counter()
