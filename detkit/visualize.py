@@ -1,15 +1,35 @@
-"""Draw detections on images for a quick look (PNG grids); PIL only."""
+"""Draw boxes on images for a quick look (PNG grids): detections, or the ground truth as training sees it."""
 from __future__ import annotations
 
 import colorsys
 
 import torch
 from PIL import Image, ImageDraw
+from torchvision.transforms.functional import to_pil_image
+from torchvision.utils import draw_bounding_boxes
+
+TILE_SIDE = 256  # small images are enlarged to about this many pixels, so that the class names stay readable
 
 
-def _class_colour(label: int) -> tuple[int, int, int]:
+def class_colour(label: int) -> tuple[int, int, int]:
+    """The (r, g, b) 0..255 colour that every detkit picture draws training label ``label`` in."""
     r, g, b = colorsys.hsv_to_rgb((label * 0.618034) % 1.0, 0.9, 1.0)  # golden-ratio hues stay distinct
     return int(r * 255), int(g * 255), int(b * 255)
+
+
+def draw_boxes(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, captions: list[str],
+               upscale: int = 1) -> Image.Image:
+    """image (3, H, W) float in [0, 1]; boxes (D, 4) xyxy pixels of that image; labels (D,) int64; D captions.
+
+    Returns an RGB PIL image ``upscale`` times larger (nearest neighbour: pixels stay sharp) with each box
+    outlined in its class's colour and its caption written inside its top-left corner.
+    """
+    enlarged = image.clamp(0, 1).repeat_interleave(upscale, dim=1).repeat_interleave(upscale, dim=2)
+    if len(boxes):  # torchvision warns on an empty box list
+        colours = [class_colour(int(label)) for label in labels]
+        enlarged = draw_bounding_boxes(enlarged, boxes * upscale, labels=captions, colors=colours, width=2,
+                                       fill_labels=True)
+    return to_pil_image(enlarged)
 
 
 def draw_detections(image: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
@@ -18,26 +38,48 @@ def draw_detections(image: torch.Tensor, boxes: torch.Tensor, scores: torch.Tens
 
     Returns an RGB PIL image ``upscale`` times larger with a box and "name score" per detection above the threshold.
     """
-    array = (image.clamp(0, 1) * 255).byte().permute(1, 2, 0).cpu().numpy()
-    canvas = Image.fromarray(array).resize((array.shape[1] * upscale, array.shape[0] * upscale), Image.NEAREST)
-    draw = ImageDraw.Draw(canvas)
-    for box, score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
-        if score < score_threshold:
-            continue
-        colour = _class_colour(int(label))
-        x1, y1, x2, y2 = (v * upscale for v in box)
-        draw.rectangle((x1, y1, x2, y2), outline=colour, width=2)
-        draw.text((x1 + 2, max(y1 - 11, 0)), f"{class_names[int(label)]} {score:.2f}", fill=colour)
-    return canvas
+    keep = scores >= score_threshold
+    captions = [f"{class_names[int(label)]} {score:.2f}" for label, score in zip(labels[keep], scores[keep].tolist())]
+    return draw_boxes(image, boxes[keep], labels[keep], captions, upscale)
 
 
 def image_grid(images: list[Image.Image], columns: int = 4) -> Image.Image:
-    """Tile equally sized PIL images row by row into one image."""
-    width, height = images[0].size
+    """Tile PIL images row by row, at most ``columns`` a row, each in a cell of the largest one's size."""
+    width, height = max(tile.width for tile in images), max(tile.height for tile in images)
+    columns = min(columns, len(images))
     rows = (len(images) + columns - 1) // columns
     grid = Image.new("RGB", (columns * width, rows * height), "white")
     for i, tile in enumerate(images):
         grid.paste(tile, ((i % columns) * width, (i // columns) * height))
+    return grid
+
+
+def caption_corner(tile: Image.Image, text: str) -> Image.Image:
+    """Write ``text`` black on white in the bottom-left corner of ``tile`` (in place); returns the tile."""
+    draw = ImageDraw.Draw(tile)
+    left, top, right, bottom = draw.textbbox((2, tile.height - 2), text, anchor="lb")
+    draw.rectangle((left - 1, top - 1, right + 1, bottom + 1), fill="white")
+    draw.text((2, tile.height - 2), text, fill="black", anchor="lb")
+    return tile
+
+
+def save_sample_grid(dataset, indices: list[int], path: str, class_names: list[str],
+                     upscale: int | None = None) -> Image.Image:
+    """Draw the items ``indices`` of a detkit dataset with their target boxes and class names, as the model
+    gets them (after the dataset's transforms), and write the PNG grid to ``path``.
+
+    Each tile is captioned with the COCO image id. ``upscale`` None enlarges images by the whole factor that
+    brings their longer side closest to ``TILE_SIDE`` px without shrinking them. Returns the grid.
+    """
+    tiles = []
+    for index in indices:
+        image, target = dataset[index]
+        factor = upscale or max(1, round(TILE_SIDE / max(image.shape[-2:])))
+        captions = [class_names[int(label)] for label in target["labels"]]
+        tile = draw_boxes(image, target["boxes"], target["labels"], captions, factor)
+        tiles.append(caption_corner(tile, f"image id {target['image_id']}"))
+    grid = image_grid(tiles)
+    grid.save(path)
     return grid
 
 

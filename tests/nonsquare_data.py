@@ -30,11 +30,14 @@ IMAGES = {
 }
 
 
-def write_dataset(root: Path) -> dict:
-    """Write ``root/images/*.png`` and ``root/instances_{train,val}.json`` (the same images); returns the JSON dict."""
+def write_dataset(root: Path, objects_by_size: dict = IMAGES) -> dict:
+    """Write ``root/images/*.png`` and ``root/instances_{train,val}.json`` (the same images); returns the JSON dict.
+
+    ``objects_by_size``: (width, height) -> [(x, y, w, h, label)] as ``IMAGES``, one image per size.
+    """
     (root / "images").mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
-    for image_id, ((width, height), objects) in enumerate(IMAGES.items(), start=1):
+    for image_id, ((width, height), objects) in enumerate(objects_by_size.items(), start=1):
         pixels = np.zeros((height, width, 3), dtype=np.uint8)
         for x, y, w, h, label in objects:
             pixels[y:y + h, x:x + w, label] = 255

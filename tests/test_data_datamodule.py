@@ -33,9 +33,14 @@ def tiny_builtin(monkeypatch):
 
 
 def batches(module, epochs=2):
+    """The training batches of ``epochs`` epochs, the sampler told each epoch as Lightning tells it."""
     module.setup("fit")
     loader = module.train_dataloader()
-    return [batch for _ in range(epochs) for batch in loader]
+    out = []
+    for epoch in range(epochs):
+        loader.sampler.set_epoch(epoch)
+        out += list(loader)
+    return out
 
 
 def test_builtin_generated_on_first_use(tmp_path, tiny_builtin):
@@ -143,3 +148,22 @@ def test_builds_from_a_yaml_config_with_jsonargparse(small_shapes):
     assert module.train_augmentations == [{"type": "HorizontalFlip", "p": 0.5}] and module.val_batch_size == 16
     with pytest.raises(Exception, match="batch_sizee|unrecognized|not accepted|Unrecognized"):
         parser.parse_string(yaml + "\n  batch_sizee: 3")
+
+
+def test_train_loader_resumes_mid_epoch_batch_for_batch(small_shapes):
+    # what Lightning does on resume: the saved loader state handed back before the epoch's iteration
+    def make():
+        module = DetectionDataModule(**shapes_paths(small_shapes), batch_size=4, seed=3, min_size=64, max_size=64)
+        module.setup("fit")
+        return module.train_dataloader()
+    loader = make()
+    loader.sampler.set_epoch(1)
+    iterator = iter(loader)
+    [next(iterator) for _ in range(2)]
+    state = loader.state_dict()
+    assert state == {"epoch": 1, "batches": 2}
+    rest = list(iterator)
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert [[t["image_id"] for t in b["targets"]] for b in resumed] == [[t["image_id"] for t in b["targets"]] for b in rest]
+    assert len(rest) == len(loader) - 2

@@ -7,9 +7,9 @@ import lightning as L
 import pytest
 import torch
 
-from detkit.data.shapes import generate_shapes
 from detkit.engine.budget import plan_total_steps
 from detkit.engine.cli import train
+from shapes_data import data_args
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "retinanet_shapes.yaml")
 
@@ -36,16 +36,8 @@ def test_plan_fits_the_last_validation_by_hand():
     assert plan_total_steps(**(plan | {"elapsed_s": 99}), val_every_n_epochs=None) == 10  # nothing left: stop now
 
 
-@pytest.fixture(scope="module")
-def shapes_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    generate_shapes(str(root), num_train=32, num_val=8, seed=0, workers=1)
-    return root
-
-
 def run_args(root: Path, tmp_path: Path, *extra: str) -> list[str]:
-    data = [f"--data.{split}_{kind}={root / name}" for split in ("train", "val")
-            for kind, name in (("images", "images"), ("annotations", f"instances_{split}.json"))]
+    data = data_args(root)
     return ["--config", CONFIG, *data, "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
             "--trainer.enable_progress_bar", "false", "--trainer.max_time", "null", "--data.batch_size", "4",
             "--model.warmup_steps", "3", "--model.detector.init_args.fpn_channels", "16",

@@ -8,23 +8,11 @@ import pytest
 import torch
 import torchvision
 
-from detkit.data.shapes import generate_shapes
 from detkit.engine.cli import DetectionCLI, evaluate, train
 from detkit.models import FasterRCNN, RetinaNet
+from shapes_data import data_args
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-@pytest.fixture(scope="module")
-def shapes_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    generate_shapes(str(root), num_train=32, num_val=8, seed=0, workers=1)
-    return root
-
-
-def data_args(root: Path) -> list[str]:
-    return ["--data.train_images", str(root / "images"), "--data.train_annotations", str(root / "instances_train.json"),
-            "--data.val_images", str(root / "images"), "--data.val_annotations", str(root / "instances_val.json")]
 
 
 def cpu_args(tmp_path: Path) -> list[str]:

@@ -47,15 +47,25 @@ class BadImageError(ValueError):
 
 
 def load_rgb_image(path: str) -> np.ndarray:
-    """Decode an image file as (H, W, 3) uint8 RGB, applying its EXIF orientation.
+    """Decode an image file as (H, W, 3) uint8 RGB, applying its EXIF orientation (see ``rgb_array``)."""
+    with Image.open(path) as image:
+        return rgb_array(image)
+
+
+def rgb_array(image: Image.Image) -> np.ndarray:
+    """A PIL image as (H, W, 3) uint8 RGB, applying its EXIF orientation.
 
     Greyscale, palette (with or without transparency), RGBA and CMYK all come out as RGB; alpha is dropped.
     """
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
-        if image.mode == "P" and "transparency" in image.info:
-            image = image.convert("RGBA")  # PIL warns when a transparent palette goes straight to RGB
-        return np.asarray(image.convert("RGB"))
+    image = ImageOps.exif_transpose(image)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # PIL warns when a transparent palette goes straight to RGB
+    return np.asarray(image.convert("RGB"))
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32 in [0, 1], the models' input (they normalise themselves)."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
 
 
 def read_coco_json(path: str) -> dict:
@@ -359,7 +369,7 @@ class CocoDetection(torch.utils.data.Dataset):
         scale = (1.0, 1.0)
         if self.transforms is not None:
             image, boxes, labels, scale = self.transforms(image, boxes, labels)
-        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
+        tensor = image_to_tensor(image)
         target = {
             "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
             "labels": torch.tensor(labels, dtype=torch.int64).reshape(-1),

@@ -5,17 +5,28 @@ import os
 import random
 
 import lightning as L
+from lightning.pytorch.trainer.states import TrainerFn
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from detkit.data.categories import CategoryMapping
 from detkit.data.coco import CocoDetection, read_coco_json
 from detkit.data.collate import make_collate_fn, padded_size
+from detkit.data.resumable import ResumableLoader
 from detkit.data.shapes import SHAPES_CATEGORIES, generate_shapes
+from detkit.data.split_checks import check_split_paths, check_train_split, check_val_split
 from detkit.data.transforms import build_transforms, resized_size
 
 BUILTIN_DATASETS = {"shapes": (generate_shapes, SHAPES_CATEGORIES)}
+
+
+def evenly_spread(total: int, count: int | None) -> list[int]:
+    """``count`` indices spread evenly over ``range(total)``, first and last included; all of them when
+    ``count`` is None or at least ``total``."""
+    if count is None or count >= total:
+        return list(range(total))
+    return np.linspace(0, total - 1, count).round().astype(int).tolist()
 
 
 def seed_worker(worker_id: int) -> None:
@@ -165,11 +176,13 @@ class DetectionDataModule(L.LightningDataModule):
     def val_dataset(self) -> CocoDetection:
         """The validation dataset (built on first use); its ``.coco`` is the evaluation ground truth."""
         if self._val_dataset is None:
+            check_split_paths("val", self.val_images, self.val_annotations)
             self._val_dataset = CocoDetection(
                 self.val_images, self.val_annotations,
                 transforms=build_transforms(False, self.min_size, self.max_size),
                 skip_bad_images=self.skip_bad_images, cache_images=self.cache_images)
             self._check_same_categories(self._val_dataset, "data.val_annotations")
+            check_val_split(self._val_dataset)
         return self._val_dataset
 
     def _check_same_categories(self, dataset: CocoDetection, key: str) -> None:
@@ -181,25 +194,35 @@ class DetectionDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Build the train dataset for ``fit`` and the val dataset for every stage."""
         if stage in (None, "fit") and self.train_dataset is None:
+            check_split_paths("train", self.train_images, self.train_annotations)
             self.train_dataset = CocoDetection(
                 self.train_images, self.train_annotations,
                 transforms=build_transforms(True, self.min_size, self.max_size, self.train_augmentations, seed=self.seed),
                 drop_empty=self.drop_empty, skip_bad_images=self.skip_bad_images, cache_images=self.cache_images)
             self._check_same_categories(self.train_dataset, "data.train_annotations")
+            check_train_split(self.train_dataset, self.drop_empty, self.skip_bad_images)
             self._train_generator = torch.Generator().manual_seed(self.seed)
         self.val_dataset  # noqa: B018 - builds it and checks its categories
 
-    def input_boxes(self, max_images: int | None = None) -> tuple[list[tuple[int, int]], list[torch.Tensor], list[torch.Tensor]]:
-        """The training boxes as the model sees them without augmentation (after the resize), from the JSON alone.
-
-        Returns per image (at most ``max_images``, evenly spread over the split): the padded input size (h, w),
-        boxes (M, 4) float32 xyxy input pixels and labels (M,) int64. For anchor fitting and coverage.
-        """
+    def dataset(self, split: str) -> CocoDetection:
+        """The "train" dataset (augmented, built by ``setup("fit")`` if needed) or the "val" one (resized only)."""
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        if split == "val":
+            return self.val_dataset
         if self.train_dataset is None:
             self.setup("fit")
-        items = self.train_dataset.original_targets()
-        if max_images is not None and len(items) > max_images:
-            items = [items[i] for i in np.linspace(0, len(items) - 1, max_images).round().astype(int)]
+        return self.train_dataset
+
+    def input_boxes(self, max_images: int | None = None, split: str = "train"
+                    ) -> tuple[list[tuple[int, int]], list[torch.Tensor], list[torch.Tensor]]:
+        """The split's boxes as the model sees them without augmentation (after the resize), from the JSON alone.
+
+        Returns per image (at most ``max_images``, evenly spread over the split): the padded input size (h, w),
+        boxes (M, 4) float32 xyxy input pixels and labels (M,) int64. For anchor fitting, coverage and statistics.
+        """
+        all_items = self.dataset(split).original_targets()
+        items = [all_items[i] for i in evenly_spread(len(all_items), max_images)]
         sizes, boxes, labels = [], [], []
         for (height, width), image_boxes, image_labels in items:
             new_height, new_width = resized_size(height, width, self.min_size, self.max_size)
@@ -209,22 +232,44 @@ class DetectionDataModule(L.LightningDataModule):
             labels.append(torch.from_numpy(image_labels).reshape(-1))
         return sizes, boxes, labels
 
-    def _loader(self, dataset: CocoDetection, batch_size: int, shuffle: bool, generator: torch.Generator | None):
-        return DataLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=self.num_workers,
-            collate_fn=make_collate_fn(self.size_divisor), worker_init_fn=seed_worker,
-            persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
+    def _loader(self, dataset: CocoDetection, batch_size: int, loader=DataLoader, **kwargs):
+        return loader(
+            dataset, batch_size=batch_size, num_workers=self.num_workers, collate_fn=make_collate_fn(self.size_divisor),
+            worker_init_fn=seed_worker, persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
+            **kwargs)
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled by a generator seeded with ``seed`` (Lightning swaps in a DistributedSampler under DDP)."""
+    def train_dataloader(self) -> ResumableLoader:
+        """Shuffled by a ``DistributedSampler`` seeded with ``seed`` over this process's share (all of it in one
+        process): the order depends on (seed, epoch) only, and a resumed run continues it mid-epoch."""
         if self.train_dataset is None:
             self.setup("fit")
-        return self._loader(self.train_dataset, self.batch_size, True, self._train_generator)
+        trainer = self.trainer
+        world_size, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = DistributedSampler(self.train_dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=self.seed)
+        return self._loader(self.train_dataset, self.batch_size, ResumableLoader, sampler=sampler,
+                            generator=self._train_generator)
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches in dataset order."""
-        return self._loader(self.val_dataset, self.val_batch_size, False, torch.Generator().manual_seed(self.seed))
+        return self._loader(self.val_dataset, self.val_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         """The val split (COCO's test-dev has no public annotations)."""
         return self.val_dataloader()
+
+    # -- resuming: the random state of the main process's augmentation and worker seeds -------------------
+
+    def state_dict(self) -> dict:
+        if self.train_dataset is None:
+            return {}
+        return {"augmentation": self.train_dataset.transforms.random_state(),
+                "worker_seed_generator": self._train_generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        fitting = self.trainer is None or self.trainer.state.fn == TrainerFn.FITTING
+        if not state_dict or not fitting:  # evaluation draws nothing at random
+            return
+        if self.train_dataset is None:
+            self.setup("fit")
+        self.train_dataset.transforms.set_random_state(state_dict["augmentation"])
+        self._train_generator.set_state(state_dict["worker_seed_generator"])

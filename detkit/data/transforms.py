@@ -13,6 +13,7 @@ import warnings
 import albumentations as A
 import cv2
 import numpy as np
+import torch
 
 
 def build_augmentation(spec: dict, where: str = "augmentations") -> A.BasicTransform | A.BaseCompose:
@@ -59,6 +60,14 @@ def resized_size(height: int, width: int, min_size: int, max_size: int) -> tuple
     return max(1, round(height * factor)), max(1, round(width * factor))
 
 
+def to_original_pixels(boxes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """boxes (D, 4) xyxy pixels of the resized image -> (D, 4) xyxy pixels of the original image.
+
+    ``scale`` is the (2,) (sx, sy) that ``DetectionTransform`` returned for the image (resized = original * scale).
+    """
+    return boxes / scale.to(boxes).repeat(2)  # (4,) sx, sy, sx, sy
+
+
 class DetectionTransform:
     """``augment`` (optional albumentations Compose) then an aspect-preserving resize.
 
@@ -80,6 +89,22 @@ class DetectionTransform:
         """Re-seed the augmentation's random state (one distinct seed per DataLoader worker)."""
         if self.augment is not None:
             self.augment.set_random_seed(int(seed) % 2**32)
+
+    def random_state(self) -> list[dict]:
+        """The random state of the augmentation and of each of its transforms (albumentations gives every
+        transform a generator of its own), in plain types: checkpoints load it with ``weights_only=True``."""
+        return [{"numpy": step.random_generator.bit_generator.state, "python": step.py_random.getstate()}
+                for step in _random_steps(self.augment)]
+
+    def set_random_state(self, state: list[dict]) -> None:
+        """Continue every random stream of the augmentation from ``random_state()``'s output."""
+        steps = _random_steps(self.augment)
+        if len(steps) != len(state):
+            raise ValueError(f"augmentation random state has {len(state)} entries for {len(steps)} transforms: "
+                             f"data.train_augmentations changed since the checkpoint")
+        for step, saved in zip(steps, state):
+            step.random_generator.bit_generator.state = saved["numpy"]
+            step.py_random.setstate(saved["python"])
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray):
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
@@ -105,6 +130,14 @@ class DetectionTransform:
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, new_width)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, new_height)
         return np.ascontiguousarray(image), boxes, labels, scale
+
+
+def _random_steps(augment) -> list:
+    """``augment`` and every transform nested in it, depth first (each holds its own generators)."""
+    if augment is None:
+        return []
+    children = augment.transforms if isinstance(augment, A.BaseCompose) else []  # ColorJitter's are functions
+    return [augment] + [step for child in children for step in _random_steps(child)]
 
 
 def build_transforms(train: bool, min_size: int, max_size: int, augmentations: list[dict] | None = None,

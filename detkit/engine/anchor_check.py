@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from detkit.models.anchor_fit import anchor_coverage, fit_anchors
@@ -32,20 +33,14 @@ class AnchorCheck(L.Callback):
         self.reports: dict[str, object] = {}  # stage name -> Coverage, for tools and tests
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        stages = [(name, module) for name, module in pl_module.detector.named_modules()
-                  if isinstance(module, DenseAnchorStage)]
+        stages = dense_stages(pl_module.detector)
         if not stages or not (self.enabled or any(stage.needs_fit for _, stage in stages)):
             return
         datamodule = trainer.datamodule
         sizes, boxes, labels = datamodule.input_boxes(self.max_images)
-        for name, stage in stages:
-            if stage.needs_fit:
-                anchor_sizes, ratios = fit_anchors(stage, sizes, boxes, labels)
-                stage.set_anchors(anchor_sizes, ratios)
-                _print(f"anchors fitted to {len(sizes)} training images for {name}: sizes per level "
-                       f"{[list(level) for level in anchor_sizes]} px, aspect ratios {list(ratios)} "
-                       "(kept in the checkpoint)")
-            if self.enabled:
+        fit_auto_anchors(stages, sizes, boxes, labels)
+        if self.enabled:
+            for name, stage in stages:
                 self._report(name, stage, sizes, boxes, labels, datamodule.class_names)
 
     def _report(self, name, stage, sizes, boxes, labels, class_names) -> None:
@@ -64,6 +59,26 @@ class AnchorCheck(L.Callback):
                 f"{stage.matcher.low_threshold:g}: the anchors do not fit the objects. To fix it, {change}"
                 f"the input size (data.min_size / data.max_size) or model.detector.init_args.{threshold_keys}.",
                 stacklevel=2)
+
+
+def dense_stages(detector) -> list[tuple[str, DenseAnchorStage]]:
+    """(name, stage) of every dense-anchor stage of a detector: RetinaNet's "dense", Faster R-CNN's "rpn.dense"."""
+    return [(name, module) for name, module in detector.named_modules() if isinstance(module, DenseAnchorStage)]
+
+
+def fit_auto_anchors(stages: list[tuple[str, DenseAnchorStage]], sizes: list[tuple[int, int]],
+                     boxes: list[torch.Tensor], labels: list[torch.Tensor]) -> None:
+    """Fit and set the anchors of the stages that a config marks "auto" (``needs_fit``), printing them.
+
+    Args: per training image the padded input size (h, w), boxes (M, 4) xyxy input pixels and labels (M,) int64.
+    """
+    for name, stage in stages:
+        if stage.needs_fit:
+            anchor_sizes, ratios = fit_anchors(stage, sizes, boxes, labels)
+            stage.set_anchors(anchor_sizes, ratios)
+            _print(f"anchors fitted to {len(sizes)} training images for {name}: sizes per level "
+                   f"{[list(level) for level in anchor_sizes]} px, aspect ratios {list(ratios)} "
+                   "(kept in the checkpoint)")
 
 
 @rank_zero_only

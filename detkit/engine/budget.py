@@ -85,6 +85,7 @@ class TimeBudget(L.Callback):
         self._val_start = 0.0
         self.max_steps = 0
         self.plans: list[tuple[int, int, float]] = []  # (at step, total steps, step seconds): the plan's history
+        self._resumed: dict | None = None  # the clocks of the run a resumed fit continues
 
     @property
     def seconds_since_start(self) -> float:
@@ -96,7 +97,8 @@ class TimeBudget(L.Callback):
         return 60.0 * self.minutes if self.minutes is not None else math.inf
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        self._start = time.perf_counter()
+        # a resumed run continues the budget where its checkpoint left it; the time until the resume is not counted
+        self._start = time.perf_counter() - (self._resumed["elapsed_s"] if self._resumed else 0.0)
 
     def on_train_start(self, trainer, pl_module) -> None:
         if self.minutes is None:
@@ -108,7 +110,7 @@ class TimeBudget(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._clock.start()
         if self._first_step_start is None:
-            self._first_step_start = self._clock.step_start
+            self._first_step_start = self._clock.step_start - (self._resumed["training_s"] if self._resumed else 0.0)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._step_times.append(self._clock.stop())
@@ -160,7 +162,17 @@ class TimeBudget(L.Callback):
         return len(dataset) * step_s / batch_size
 
     def state_dict(self) -> dict:
-        return {"plans": list(self.plans)}
+        now = time.perf_counter()
+        return {"plans": list(self.plans), "elapsed_s": self.seconds_since_start,
+                "training_s": now - self._first_step_start if self._first_step_start is not None else 0.0,
+                "step_seconds_total": self._step_seconds_total, "val_seconds_total": self._val_seconds_total,
+                "val_seconds": self.val_seconds, "step_times": list(self._step_times)}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.plans = [tuple(plan) for plan in state_dict.get("plans", [])]
+        if "elapsed_s" in state_dict:
+            self._resumed = state_dict
+            self._step_seconds_total = state_dict["step_seconds_total"]
+            self._val_seconds_total = state_dict["val_seconds_total"]
+            self.val_seconds = state_dict["val_seconds"]
+            self._step_times.extend(state_dict["step_times"])

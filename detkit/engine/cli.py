@@ -8,8 +8,12 @@ from __future__ import annotations
 import os
 import sys
 
+import torch
+import yaml
+
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger
 
 from lightning.pytorch.trainer.states import TrainerStatus
 
@@ -17,20 +21,35 @@ from detkit.data import DetectionDataModule
 from detkit.engine.anchor_check import AnchorCheck
 from detkit.engine.budget import TimeBudget
 from detkit.engine.callbacks import Throughput
+from detkit.engine.checkpoint_io import AtomicCheckpointIO
+from detkit.engine.config_files import check_config_syntax
 from detkit.engine.final_validation import validate_final_weights
-from detkit.engine.module import DetectionModule
-from detkit.evaluation import format_per_class_table
+from detkit.engine.loggers import share_run_folder
+from detkit.engine.module import DetectionModule, NonFiniteLossError
+from detkit.engine.periodic_checkpoint import PeriodicCheckpoint
+from detkit.engine.report import print_evaluation, print_run_report
+from detkit.engine.resume import ResumeTarget, find_resume_target, keep_csv_history
+from detkit.engine.rng_state import RandomState
+from detkit.engine.run_outputs import check_run_outputs, check_writable, next_free_path
+from detkit.inference.checkpoint import (
+    METADATA_KEY, CheckpointError, check_classes, check_state_fits, detector_state_dict, read_checkpoint,
+)
+from detkit.inference.config import config_beside
 
 
 class DetectionCLI(LightningCLI):
     """LightningCLI for ``DetectionModule`` + ``DetectionDataModule``.
 
     The detector's ``num_classes`` comes from the dataset's categories, and a best-AP checkpoint
-    (``checkpoints/best.ckpt``) plus the last one are kept; both are configurable (``--checkpoint.*``).
+    (``checkpoints/best.ckpt``) plus the last one are kept; both are configurable (``--checkpoint.*``), and
+    ``last.ckpt`` is also rewritten every few minutes (``--last_checkpoint.*``). Checkpoints are written
+    atomically and hold the random state. ``resume`` ("last" or a checkpoint path) continues a run in its folder.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, resume: str | None = None, **kwargs):
         kwargs.setdefault("save_config_kwargs", {"overwrite": False})
+        self.resume = resume
+        self.resume_target: ResumeTarget | None = None
         super().__init__(DetectionModule, DetectionDataModule, *args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -44,23 +63,58 @@ class DetectionCLI(LightningCLI):
         parser.add_lightning_class_args(Throughput, "speed")
         parser.add_lightning_class_args(TimeBudget, "budget")  # before "anchors": the budget counts anchor fitting
         parser.add_lightning_class_args(AnchorCheck, "anchors")
+        parser.add_lightning_class_args(PeriodicCheckpoint, "last_checkpoint")
+        parser.add_lightning_class_args(RandomState, "random_state")
+
+    def before_instantiate_classes(self) -> None:
+        """For ``resume``: find the checkpoint, point every logger at its run folder, and save the config of the
+        resumed part as ``config_resumed.yaml`` there (the run's ``config.yaml`` stays as it was)."""
+        if self.resume is None:
+            return
+        loggers = _logger_configs(self.config["trainer"]["logger"])
+        first = loggers[0].init_args if loggers else None
+        plain = yaml.safe_load(self.parser.dump(self.config))
+        self.resume_target = find_resume_target(self.resume, getattr(first, "save_dir", None),
+                                                getattr(first, "name", None), plain)
+        run_dir = self.resume_target.run_dir
+        if run_dir is None:
+            return
+        for logger in loggers:
+            logger.init_args.save_dir = os.path.dirname(os.path.dirname(run_dir))
+            logger.init_args.name = os.path.basename(os.path.dirname(run_dir))
+            logger.init_args.version = os.path.basename(run_dir)
+        self.save_config_kwargs = {**self.save_config_kwargs, "config_filename": "config_resumed.yaml", "overwrite": True}
 
     def parse_arguments(self, parser, args) -> None:
         """Parse ``args`` when given, without LightningCLI's warning about ``sys.argv``: detkit's tools pass
         the command line they were given, edited (their own options taken out, defaults put in)."""
+        if args is None or isinstance(args, list):
+            check_config_syntax(sys.argv[1:] if args is None else args)
         if isinstance(args, list):
             self.config = parser.parse_args(args)
         else:
             super().parse_arguments(parser, args)
 
+    def after_instantiate_classes(self) -> None:
+        """Embed the resolved config in every checkpoint the model writes (``detkit.load`` needs no other file)."""
+        self.model.config_text = self.parser.dump(self.config, skip_none=False)
 
-def print_evaluation(result, title: str, throughput: Throughput) -> None:
-    """Print the pycocotools summary (12 lines), the per-class AP table of an ``EvalResult`` and the inference speed."""
-    print(f"\n== {title}: COCO bbox evaluation on {result.num_images} images, {result.num_detections} detections ==")
-    print(result.summary)
-    print(format_per_class_table(result.per_class))
-    print(f"inference: {throughput.inference_images} images in {throughput.inference_seconds:.1f} s = "
-          f"{throughput.inference_images_per_second:.1f} images/s")
+    def instantiate_trainer(self, **kwargs):
+        """Lightning's trainer with atomic checkpoint writes (``AtomicCheckpointIO``), its loggers sharing one run
+        folder (``detkit.engine.loggers.share_run_folder``)."""
+        plugins = self._get(self.config_init, "trainer", default={}).get("plugins") or []
+        plugins = plugins if isinstance(plugins, list) else [plugins]
+        kwargs.setdefault("plugins", [*plugins, AtomicCheckpointIO()])
+        trainer = super().instantiate_trainer(**kwargs)
+        share_run_folder(trainer.loggers)
+        return trainer
+
+
+def _logger_configs(logger) -> list:
+    """The logger entries of a parsed ``trainer.logger`` (one, a list, or True/False/None for none configured)."""
+    if isinstance(logger, (list, tuple)):
+        return [entry for entry in logger if hasattr(entry, "init_args")]
+    return [logger] if hasattr(logger, "init_args") else []
 
 
 def train(args: list[str] | None = None) -> tuple[DetectionCLI, object]:
@@ -68,16 +122,13 @@ def train(args: list[str] | None = None) -> tuple[DetectionCLI, object]:
     ``max_time``, Ctrl-C, SIGTERM), then evaluate the best checkpoint on the val split and print the summary.
 
     An interrupted run exits with Lightning's error after its final weights are validated and saved.
+    ``--resume last`` (or ``--resume CKPT``) continues a run where its newest checkpoint left it, in its folder.
     """
-    cli = DetectionCLI(run=False, args=args)
+    args = list(sys.argv[1:] if args is None else args)
+    cli = DetectionCLI(run=False, args=args, resume=_pop_option(args, "--resume"))
     trainer = cli.trainer
-    interruption = None
-    try:
-        trainer.fit(cli.model, datamodule=cli.datamodule)
-    except SystemExit as error:  # Lightning turns Ctrl-C and SIGTERM into SystemExit after its own clean-up
-        if trainer.state.status != TrainerStatus.INTERRUPTED:
-            raise
-        interruption = error
+    check_run_outputs(trainer, cli.model.hparams.results_path, new_run=cli.resume is None)
+    interruption = _fit(cli)
     throughput = _callback(cli, Throughput)
     final_validated = validate_final_weights(trainer, cli.model, cli.datamodule)
     budget = _callback(cli, TimeBudget)
@@ -86,8 +137,10 @@ def train(args: list[str] | None = None) -> tuple[DetectionCLI, object]:
         raise interruption
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     throughput.reset_inference()
+    cli.model.write_pictures = True  # PR curves, confusion matrix, worst images beside the results JSON
     trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=best or None, verbose=False)
     result = cli.model.last_evaluation
+    log_dir = trainer.log_dir  # a broadcast under DDP: every rank asks
     if trainer.is_global_zero:
         print(f"\ntraining: {throughput.train_images} images in {throughput.train_seconds:.0f} s = "
               f"{throughput.train_images_per_second:.1f} images/s; {trainer.global_step} steps"
@@ -96,7 +149,29 @@ def train(args: list[str] | None = None) -> tuple[DetectionCLI, object]:
                  if budget is not None and budget.minutes is not None else "")
               + ("; final weights validated after the stop" if final_validated else ""))
         print_evaluation(result, f"best checkpoint {best or '(final weights)'}", throughput)
+        print_run_report(trainer, cli.model, best, log_dir)
     return cli, result
+
+
+def _fit(cli: DetectionCLI) -> SystemExit | None:
+    """``trainer.fit``, from the resume checkpoint if there is one; returns the SystemExit of an interrupted run
+    (Lightning turns Ctrl-C and SIGTERM into one after its own clean-up) and exits on non-finite losses."""
+    trainer, target = cli.trainer, cli.resume_target
+    checkpoint = target.checkpoint if target is not None else None
+    if target is not None and target.run_dir is not None:
+        step = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+        for logger in trainer.loggers:
+            if isinstance(logger, CSVLogger):
+                keep_csv_history(logger, step)
+    try:
+        trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint, weights_only=True)
+    except SystemExit as error:
+        if trainer.state.status != TrainerStatus.INTERRUPTED:
+            raise
+        return error
+    except NonFiniteLossError as error:
+        raise SystemExit(f"error: {error}") from None
+    return None
 
 
 def _callback(cli: DetectionCLI, kind: type):
@@ -104,30 +179,59 @@ def _callback(cli: DetectionCLI, kind: type):
     return next((c for c in cli.trainer.callbacks if isinstance(c, kind)), None)
 
 
-def _config_beside(checkpoint: str) -> str:
-    """The config.yaml saved by training in the run dir that holds ``checkpoints/<checkpoint>``."""
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(checkpoint))), "config.yaml")
-
-
 def evaluate(args: list[str] | None = None):
     """``--checkpoint CKPT [--config YAML] [--results JSON] [overrides]``: COCO summary + per-class table.
 
-    Without ``--config`` the config.yaml saved beside the checkpoint's run is used.
+    Without ``--config`` the config.yaml saved beside the checkpoint's run is used, else the config the
+    checkpoint embeds. An existing results file is kept: the results go to the next free ``<stem>-v1.json``,
+    ``-v2``... instead. The checkpoint is read with ``torch.load(weights_only=True)`` and checked against the
+    config's model and dataset first: a missing, corrupt or unsafe file, other classes or another architecture
+    exit with an error naming the file and the mismatch.
     """
     args = list(sys.argv[1:] if args is None else args)
     checkpoint = _pop_option(args, "--checkpoint")
-    if checkpoint is None or not os.path.isfile(checkpoint):
-        raise SystemExit(f"error: --checkpoint must name an existing checkpoint file, got {checkpoint!r}")
-    results = _pop_option(args, "--results") or os.path.splitext(checkpoint)[0] + "_results_val.json"
-    if "--config" not in args and not any(a.startswith("--config=") for a in args):
-        args = ["--config", _config_beside(checkpoint)] + args
+    contents = _read_checkpoint_or_exit(checkpoint)
+    results = next_free_path(_pop_option(args, "--results") or os.path.splitext(checkpoint)[0] + "_results_val.json")
+    check_writable(os.path.dirname(os.path.abspath(results)), "--results")
+    config = _pop_option(args, "--config") or _eval_config(checkpoint, contents)
     # Evaluation writes no logs: only the results JSON and the printout.
-    cli = DetectionCLI(run=False, args=args + ["--trainer.logger=false"], save_config_callback=None)
+    cli = DetectionCLI(run=False, args=["--config", config, *args, "--trainer.logger=false"], save_config_callback=None)
+    _check_fits_or_exit(checkpoint, contents, cli, config if os.path.isfile(config) else "the embedded config")
     cli.model.hparams.results_path = results
-    cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint, verbose=False)
-    print_evaluation(cli.model.last_evaluation, f"checkpoint {checkpoint}", _callback(cli, Throughput))
-    print(f"results written to {results}")
+    cli.model.write_pictures = True  # into <results stem>_pictures/, printed by the module
+    cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint, verbose=False, weights_only=True)
+    if cli.trainer.is_global_zero:  # under DDP every rank holds the gathered result; one prints it
+        print_evaluation(cli.model.last_evaluation, f"checkpoint {checkpoint}", _callback(cli, Throughput))
+        print(f"results written to {results}")
     return cli.model.last_evaluation
+
+
+def _read_checkpoint_or_exit(checkpoint: str | None) -> dict:
+    """The checkpoint's contents (``detkit.inference.checkpoint.read_checkpoint``), or exit naming the problem."""
+    if checkpoint is None:
+        raise SystemExit("error: --checkpoint CKPT is required")
+    try:
+        return read_checkpoint(checkpoint)
+    except CheckpointError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def _eval_config(checkpoint: str, contents: dict) -> str:
+    """The config.yaml beside the checkpoint's run, else the YAML text it embeds (``--config`` takes either)."""
+    beside = config_beside(checkpoint)
+    embedded = (contents.get(METADATA_KEY) or {}).get("config")
+    return embedded if embedded and not os.path.isfile(beside) else beside
+
+
+def _check_fits_or_exit(checkpoint: str, contents: dict, cli: DetectionCLI, source: str) -> None:
+    """Exit naming the file and the mismatch unless the checkpoint was trained on the eval dataset's classes and
+    holds the weights of the model that ``source`` (the config) builds."""
+    categories = cli.datamodule.categories
+    try:
+        check_classes(checkpoint, contents, categories.class_names, categories.source)
+        check_state_fits(checkpoint, detector_state_dict(contents), cli.model.detector, source)
+    except CheckpointError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def _pop_option(args: list[str], name: str) -> str | None:

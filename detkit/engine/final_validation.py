@@ -16,8 +16,8 @@ def validate_final_weights(trainer: L.Trainer, module: L.LightningModule, datamo
     """If the weights of ``trainer.global_step`` were not validated, validate them, write them as ``last.ckpt``
     and, when they score above the best checkpoint (``val/AP``), as the best checkpoint too.
 
-    Returns True when a validation ran. Checkpoints are written to a temporary file and renamed, so a crash
-    during the save leaves the previous file whole.
+    Returns True when a validation ran. The trainer's checkpoint IO (``detkit.engine.checkpoint_io``, set by the
+    CLI) writes atomically: a crash during the save leaves the previous file whole.
     """
     if module.validated_step == trainer.global_step or trainer.global_step == 0 or not trainer.enable_validation:
         return False
@@ -35,13 +35,7 @@ def validate_final_weights(trainer: L.Trainer, module: L.LightningModule, datamo
         callback.best_model_score = score
     if callback.save_last:
         callback.last_model_path = os.path.join(callback.dirpath, f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}")
-        _save_atomically(trainer, callback.last_model_path)
+        trainer.save_checkpoint(callback.last_model_path)
     if is_best:
-        _save_atomically(trainer, callback.best_model_path)
+        trainer.save_checkpoint(callback.best_model_path)
     return True
-
-
-def _save_atomically(trainer: L.Trainer, path: str) -> None:
-    temporary = f"{path}.tmp"
-    trainer.save_checkpoint(temporary)
-    os.replace(temporary, path)

@@ -2,15 +2,22 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import lightning as L
 import torch
 from torch import nn
 
-from detkit.engine.optim import SCHEDULES, Schedule, build_optimizer
-from detkit.evaluation import CocoEvaluator
+from detkit.data.transforms import to_original_pixels
+from detkit.engine.optim import Schedule, build_optimizer, check_optimization
+from detkit.evaluation import CocoEvaluator, check_backend
+from detkit.inference.checkpoint import METADATA_KEY, checkpoint_metadata
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training met more consecutive non-finite losses than ``model.nonfinite_patience`` allows."""
 
 
 class DetectionModule(L.LightningModule):
@@ -23,6 +30,16 @@ class DetectionModule(L.LightningModule):
             ``warmup_factor`` * lr; ``milestones`` (fractions of the run if <= 1, else steps) and ``gamma``
             for "step".
         results_path: where validation writes the COCO results JSON (default: the run's log dir).
+        eval_backend: the COCOeval implementation: "pycocotools" (the reference) or "faster_coco_eval" (the same
+            numbers, several times faster on thousands of images).
+        nonfinite_patience: a batch whose loss is NaN or Inf is skipped (no weight update) and counted
+            (``train/nonfinite_batches``); this many in a row stop training with an error naming the step and the
+            loss terms. 0 stops at the first; null skips them all.
+
+    Attributes:
+        write_pictures: set it (``evaluate()`` and the final validation of ``train()`` do) and the next
+            validation also writes the evaluation pictures (``detkit.evaluation.pictures``) into
+            ``<results stem>_pictures/`` beside the results JSON; their folder is then ``pictures_dir``.
     """
 
     def __init__(
@@ -38,46 +55,115 @@ class DetectionModule(L.LightningModule):
         milestones: list[float] = [2 / 3, 8 / 9],  # noqa: B006 - read only; a list keeps the CLI type simple
         gamma: float = 0.1,
         results_path: str | None = None,
+        eval_backend: str = "pycocotools",
+        nonfinite_patience: int | None = 3,
     ):
         super().__init__()
-        if schedule not in SCHEDULES:
-            raise ValueError(f"model.schedule must be one of {SCHEDULES}, got {schedule!r}")
+        check_optimization(optimizer=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum, schedule=schedule,
+                           warmup_steps=warmup_steps, warmup_factor=warmup_factor, gamma=gamma)
+        if nonfinite_patience is not None and nonfinite_patience < 0:
+            raise ValueError(f"model.nonfinite_patience must be >= 0 or null, got {nonfinite_patience}")
+        check_backend(eval_backend, "model.eval_backend")
         self.save_hyperparameters(ignore=["detector"])
         self.detector = detector
         self.evaluator: CocoEvaluator | None = None
         self.last_evaluation = None  # EvalResult of the latest validation epoch, for tools to print
         self.validated_step: int | None = None  # global step of the weights the latest validation scored
         self.lr_schedule: Schedule | None = None  # built by configure_optimizers; TimeBudget resizes it
+        self.write_pictures = False  # not at every validation of a training: the pictures take seconds
+        self.pictures_dir: str | None = None
+        self.results_path_in_use: str | None = None  # where the latest validation wrote its results JSON
+        self.nonfinite_batches, self._nonfinite_in_a_row = 0, 0
+        self.config_text: str | None = None  # the resolved config YAML; DetectionCLI sets it, checkpoints embed it
 
     def forward(self, images, image_sizes, targets=None):
         return self.detector(images, image_sizes, targets)
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        buffers = [buffer.clone() for buffer in self._float_buffers()]  # BatchNorm statistics move in the forward
         losses = self.detector(batch["images"], batch["image_sizes"], batch["targets"])
         total = sum(losses.values())
+        if not self._finite_on_every_rank(total):
+            torch._foreach_copy_(self._float_buffers(), buffers)
+            self._skip_nonfinite(losses)
+            return None  # Lightning then skips backward and the weight update
+        self._nonfinite_in_a_row = 0
         batch_size = len(batch["image_sizes"])
         self.log_dict({f"train/{name}": value.detach() for name, value in losses.items()}, batch_size=batch_size)
         self.log("train/loss", total.detach(), prog_bar=True, batch_size=batch_size)
         return total
 
+    def _float_buffers(self) -> list[torch.Tensor]:
+        return [buffer for buffer in self.detector.buffers() if buffer.is_floating_point()]
+
+    def _finite_on_every_rank(self, total: torch.Tensor) -> bool:
+        finite = bool(torch.isfinite(total.detach()))
+        if self.trainer.world_size > 1:  # all ranks skip together, or DDP's gradient all-reduce would hang
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        return finite
+
+    def _skip_nonfinite(self, losses: dict[str, torch.Tensor]) -> None:
+        self.nonfinite_batches += 1
+        self._nonfinite_in_a_row += 1
+        terms = ", ".join(f"{name}={float(value.detach()):g}" for name, value in losses.items())
+        patience = self.hparams.nonfinite_patience
+        message = (f"step {self.trainer.global_step}: non-finite loss ({terms}); {self._nonfinite_in_a_row} batch(es) "
+                   f"in a row, {self.nonfinite_batches} in all")
+        if patience is not None and self._nonfinite_in_a_row > patience:
+            raise NonFiniteLossError(f"{message}: stopping (model.nonfinite_patience={patience}). The checkpoints hold "
+                                     f"the weights from before; lower model.lr or check the data.")
+        if self.trainer.is_global_zero:
+            print(f"warning: {message}: batch skipped (model.nonfinite_patience={patience})")
+        self.log("train/nonfinite_batches", float(self.nonfinite_batches), batch_size=1)
+
     def on_validation_epoch_start(self) -> None:
         dataset = self.trainer.datamodule.val_dataset
         categories = dataset.categories
-        self.evaluator = CocoEvaluator(dataset.coco, categories.category_ids, categories.class_names)
+        self.evaluator = CocoEvaluator(dataset.coco, categories.category_ids, categories.class_names,
+                                       backend=self.hparams.eval_backend)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         detections = self.detector(batch["images"], batch["image_sizes"])
         for detection, target in zip(detections, batch["targets"]):
-            scale = target["scale"].to(detection["boxes"]).repeat(2)  # (4,) sx, sy, sx, sy
-            self.evaluator.update(int(target["image_id"]), detection["boxes"] / scale, detection["scores"], detection["labels"])
+            boxes = to_original_pixels(detection["boxes"], target["scale"])
+            self.evaluator.update(int(target["image_id"]), boxes, detection["scores"], detection["labels"])
 
     def on_validation_epoch_end(self) -> None:
-        result = self.evaluator.compute(self._results_path(), verbose=False)
-        self.last_evaluation = result
+        results_path = self._results_path()
+        result = self.evaluator.compute(results_path, verbose=False)
+        self.last_evaluation, self.results_path_in_use = result, results_path
+        if self.write_pictures and results_path and not self.trainer.sanity_checking:
+            self._write_pictures(results_path)
         if not self.trainer.sanity_checking:
             self.validated_step = self.trainer.global_step
             self.log_dict({f"val/{name}": float(result.stats[name]) for name in METRICS})  # identical on every rank
         self.evaluator = None
+
+    def _write_pictures(self, results_path: str) -> None:
+        """On rank 0 (the rank that evaluated): the pictures of the evaluation just computed. A picture that cannot
+        be drawn (an unreadable image, a full disk) is a warning: the evaluation itself is done and saved."""
+        evaluator = self.evaluator
+        if evaluator.last_cocoeval is None:
+            return
+        from detkit.evaluation.pictures import pictures_folder, write_evaluation_pictures  # matplotlib: only now
+        dataset = self.trainer.datamodule.val_dataset
+        index_of_id = {image_id: index for index, image_id in enumerate(dataset.image_ids)}
+        folder = pictures_folder(results_path)
+        try:
+            write_evaluation_pictures(
+                evaluator.last_cocoeval, dataset.coco, evaluator.last_records, evaluator.category_ids,
+                evaluator.class_names, load_image=lambda image_id: dataset.load_image(index_of_id[image_id]),
+                folder=folder)
+        except (OSError, ValueError) as error:
+            warnings.warn(f"evaluation pictures not written to {folder}: {error}", stacklevel=2)
+            return
+        self.pictures_dir = folder
+        print(f"evaluation pictures written to {folder}")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Make every checkpoint self-contained for ``detkit.load``: the config and the classes, in plain types."""
+        categories = getattr(self.trainer.datamodule, "categories", None)
+        checkpoint[METADATA_KEY] = checkpoint_metadata(config_text=self.config_text, categories=categories)
 
     def _results_path(self) -> str | None:
         if self.hparams.results_path:

@@ -10,6 +10,26 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 
 
+def check_optimization(*, optimizer: str, lr: float, weight_decay: float, momentum: float, schedule: str,
+                       warmup_steps: int, warmup_factor: float, gamma: float) -> None:
+    """Check ``DetectionModule``'s optimisation values at construction: ValueError naming the ``model.*`` key.
+
+    A negative lr or weight decay would train the wrong way without any error; an unknown name would only
+    fail when the optimizer is built, after the data is loaded.
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"model.optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"model.schedule must be one of {SCHEDULES}, got {schedule!r}")
+    limits = (("lr", lr, lr > 0, "> 0"), ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
+              ("momentum", momentum, 0 <= momentum < 1, "in [0, 1)"),
+              ("warmup_steps", warmup_steps, warmup_steps >= 0, ">= 0"),
+              ("warmup_factor", warmup_factor, 0 <= warmup_factor <= 1, "in [0, 1]"), ("gamma", gamma, gamma > 0, "> 0"))
+    for key, value, valid, expected in limits:
+        if not valid:
+            raise ValueError(f"model.{key} must be {expected}, got {value}")
+
+
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Split trainable parameters: weight decay on conv/linear weights, none on norms and biases.
 

@@ -1,4 +1,6 @@
-"""COCO bbox evaluation: detections -> COCO results JSON -> pycocotools COCOeval -> the 12 numbers + per-class AP.
+"""COCO bbox evaluation: detections -> COCO results JSON -> COCOeval -> the 12 numbers + per-class AP.
+
+COCOeval is pycocotools' (the reference) or faster-coco-eval's (same numbers, faster): ``detkit.evaluation.backends``.
 
 Under DDP each rank feeds the images its DistributedSampler gave it; ``compute`` gathers every rank's
 records on rank 0, keeps one record per image id (the sampler pads with repeated images), evaluates
@@ -18,6 +20,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from detkit.evaluation.backends import backend_ground_truth, check_backend, new_cocoeval
 from detkit.evaluation.gather import broadcast_from_rank0, distributed_rank, distributed_world_size, gather_to_rank0
 from detkit.json_io import write_json_atomically
 
@@ -56,16 +59,25 @@ class ImageDetections(NamedTuple):
 
 
 class CocoEvaluator:
-    """Accumulates per-image detections and evaluates them with pycocotools against ``coco_gt``.
+    """Accumulates per-image detections and evaluates them with COCOeval against ``coco_gt``.
 
     Args:
         coco_gt: the dataset's ground truth (keep its iscrowd=1 annotations: COCOeval ignores detections on them).
         category_ids: ``category_ids[label]`` is the COCO category id of contiguous training label ``label``.
             Only these categories are evaluated.
         class_names: display name per label; defaults to the category names in ``coco_gt``.
+        backend: the COCOeval implementation, one of ``EVAL_BACKENDS`` ("pycocotools", the default and the
+            reference, or "faster_coco_eval").
+
+    Attributes:
+        last_cocoeval: after ``compute``, on rank 0: the COCOeval it ran (evaluated and accumulated), for
+            pictures; None on the other ranks and after ``reset``.
+        last_records: the records that COCOeval scored (image id -> ``ImageDetections``), on rank 0; else None.
     """
 
-    def __init__(self, coco_gt: COCO, category_ids: Sequence[int], class_names: Sequence[str] | None = None):
+    def __init__(self, coco_gt: COCO, category_ids: Sequence[int], class_names: Sequence[str] | None = None,
+                 backend: str = "pycocotools"):
+        self.backend = check_backend(backend, "CocoEvaluator backend")
         self.coco_gt = coco_gt
         self.category_ids = [int(c) for c in category_ids]
         if len(set(self.category_ids)) != len(self.category_ids):
@@ -81,10 +93,14 @@ class CocoEvaluator:
             )
         self.class_names = [str(n) for n in class_names]
         self._records: dict[int, ImageDetections] = {}
+        self.last_cocoeval = None
+        self.last_records: dict[int, ImageDetections] | None = None
 
     def reset(self) -> None:
-        """Forget every image passed to ``update``."""
+        """Forget every image passed to ``update`` and the latest evaluation."""
         self._records = {}
+        self.last_cocoeval = None
+        self.last_records = None
 
     def update(self, image_id: int, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> None:
         """Record one image's detections. Call it for every evaluated image, also with K == 0.
@@ -152,7 +168,9 @@ class CocoEvaluator:
         results = to_coco_results({i: records[i] for i in image_ids}, self.category_ids)
         if results_path is not None:
             write_json_atomically(results, results_path)
-        coco_eval, summary = run_cocoeval(self.coco_gt, results, image_ids, sorted(self.category_ids))
+        coco_eval, summary = run_cocoeval(self.coco_gt, results, image_ids, sorted(self.category_ids),
+                                          backend=self.backend)
+        self.last_cocoeval, self.last_records = coco_eval, records
         stats = {name: float(value) for name, value in zip(STAT_NAMES, coco_eval.stats)}
         per_class = per_class_ap(coco_eval, self.category_ids, self.class_names)
         result = EvalResult(stats, per_class, summary, len(image_ids), len(results))
@@ -186,13 +204,16 @@ def to_coco_results(records: dict[int, ImageDetections], category_ids: Sequence[
 
 
 def run_cocoeval(
-    coco_gt: COCO, results: list[dict[str, Any]], image_ids: Sequence[int], category_ids: Sequence[int]
+    coco_gt: COCO, results: list[dict[str, Any]], image_ids: Sequence[int], category_ids: Sequence[int],
+    backend: str = "pycocotools",
 ) -> tuple[COCOeval, str]:
-    """Run COCOeval (bbox) on ``image_ids`` x ``category_ids``; returns it (stats filled) and the summary text."""
-    chatter = io.StringIO()  # pycocotools prints progress; keep only the summary
+    """Run ``backend``'s COCOeval (bbox) on ``image_ids`` x ``category_ids``; returns it (stats filled) and the
+    summary text: the 12 lines of ``STAT_NAMES`` (faster-coco-eval prints two more, AR at IoU 0.5 and 0.75)."""
+    chatter = io.StringIO()  # COCOeval prints progress; keep only the summary
     with contextlib.redirect_stdout(chatter):
-        coco_dt = load_results(coco_gt, results)
-        coco_eval = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        ground_truth = backend_ground_truth(backend, coco_gt)
+        coco_dt = load_results(ground_truth, results)
+        coco_eval = new_cocoeval(backend, ground_truth, coco_dt)
         coco_eval.params.imgIds = list(image_ids)
         coco_eval.params.catIds = list(category_ids)
         coco_eval.evaluate()
@@ -200,14 +221,17 @@ def run_cocoeval(
     summary = io.StringIO()
     with contextlib.redirect_stdout(summary):
         coco_eval.summarize()
-    return coco_eval, summary.getvalue().rstrip("\n")
+    return coco_eval, "\n".join(summary.getvalue().splitlines()[:len(STAT_NAMES)])
 
 
 def load_results(coco_gt: COCO, results: list[dict[str, Any]]) -> COCO:
-    """``coco_gt.loadRes(results)``, also for an empty list (which loadRes cannot take)."""
+    """``coco_gt.loadRes(results)``, also for an empty list (which pycocotools' loadRes cannot take).
+
+    ``coco_gt`` is a ``COCO`` of either backend; the detections come back in the same class.
+    """
     if results:
         return coco_gt.loadRes([dict(r) for r in results])  # loadRes adds keys to each dict: keep ours clean
-    coco_dt = COCO()
+    coco_dt = type(coco_gt)()
     coco_dt.dataset = {"images": list(coco_gt.dataset["images"]), "categories": list(coco_gt.dataset["categories"]),
                        "annotations": []}
     coco_dt.createIndex()
@@ -225,13 +249,18 @@ def per_class_ap(
     params = coco_eval.params
     precision = coco_eval.eval["precision"]
     area = params.areaRngLbl.index("all")
-    iou50 = int(np.argmin(np.abs(np.asarray(params.iouThrs) - 0.5)))
+    iou50 = iou_threshold_index(params, 0.5)
     table = []
     for category_id, name in zip(category_ids, class_names):
         k = list(params.catIds).index(category_id)
         curve = precision[:, :, k, area, -1]  # (T, R)
         table.append((name, mean_defined(curve), mean_defined(curve[iou50])))
     return table
+
+
+def iou_threshold_index(params, iou: float) -> int:
+    """Index of COCOeval's IoU threshold nearest ``iou`` in ``params.iouThrs`` (0.50, 0.55, ..., 0.95)."""
+    return int(np.argmin(np.abs(np.asarray(params.iouThrs) - iou)))
 
 
 def mean_defined(values: np.ndarray) -> float:

@@ -44,6 +44,11 @@ class Coverage:
         values = self.matched if mask is None else self.matched[mask]
         return float(values.float().mean()) if len(values) else math.nan
 
+    def missed_per_class(self, num_classes: int) -> torch.Tensor:
+        """(K,) int64: per class, the ground truths whose best anchor is below the positive threshold: learnt
+        from a low-quality match only, or not at all."""
+        return torch.bincount(self.labels[self.best_iou < self.matcher.high_threshold], minlength=num_classes)
+
     @property
     def poor_share(self) -> float:
         """Share whose best anchor is below the background threshold: no anchor resembles them."""

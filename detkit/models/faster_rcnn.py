@@ -16,6 +16,7 @@ from typing import Literal
 from torch import Tensor, nn
 
 from detkit.models.box_loss import BOX_LOSSES
+from detkit.models.config_checks import check_at_least_one, check_iou_thresholds, check_unit_interval
 from detkit.models.dense import anchor_shapes
 from detkit.models.fpn import FeaturePyramid
 from detkit.models.roi_heads import RoIHeads
@@ -89,6 +90,15 @@ class FasterRCNN(nn.Module):
         detections_per_image: int = 100,
     ):
         super().__init__()
+        check_iou_thresholds("rpn_fg_iou_threshold", rpn_fg_iou_threshold, "rpn_bg_iou_threshold", rpn_bg_iou_threshold)
+        check_unit_interval(rpn_positive_fraction=rpn_positive_fraction, rpn_nms_threshold=rpn_nms_threshold,
+                            roi_fg_iou_threshold=roi_fg_iou_threshold, roi_positive_fraction=roi_positive_fraction,
+                            score_threshold=score_threshold, nms_threshold=nms_threshold)
+        check_at_least_one(rpn_batch_size_per_image=rpn_batch_size_per_image,
+                           rpn_pre_nms_top_n_train=rpn_pre_nms_top_n_train, rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test,
+                           rpn_post_nms_top_n_train=rpn_post_nms_top_n_train,
+                           rpn_post_nms_top_n_test=rpn_post_nms_top_n_test,
+                           roi_batch_size_per_image=roi_batch_size_per_image, detections_per_image=detections_per_image)
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         for key, value in (("rpn_box_loss", rpn_box_loss), ("box_loss", box_loss)):

@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from detkit.models.config_checks import check_at_least_one, check_iou_thresholds, check_unit_interval
 from detkit.models.dense import DenseAnchorStage, anchor_shapes
 from detkit.models.fpn import FeaturePyramid
 from detkit.models.postprocess import select_detections
@@ -71,6 +72,9 @@ class RetinaNet(nn.Module):
         detections_per_image: int = 100,
     ):
         super().__init__()
+        check_iou_thresholds("fg_iou_threshold", fg_iou_threshold, "bg_iou_threshold", bg_iou_threshold)
+        check_unit_interval(score_threshold=score_threshold, nms_threshold=nms_threshold)
+        check_at_least_one(topk_candidates=topk_candidates, detections_per_image=detections_per_image)
         self.num_classes = num_classes
         self.backbone = FeaturePyramid(backbone=backbone, backbone_weights=backbone_weights, norm=norm,
                                        trainable_layers=trainable_layers, min_level=min_level,
@@ -83,7 +87,7 @@ class RetinaNet(nn.Module):
         self.head = RetinaNetHead(fpn_channels, self.dense.num_anchors_per_location, num_classes, head_depth, head_norm)
         self.focal_alpha, self.focal_gamma, self.background_weight = focal_alpha, focal_gamma, background_weight
         self.loss_normalizer_momentum = loss_normalizer_momentum
-        self.register_buffer("loss_normalizer", torch.tensor(100.0), persistent=False)
+        self.register_buffer("loss_normalizer", torch.tensor(100.0))  # in checkpoints: a resumed run continues it
         self.score_threshold, self.topk_candidates = score_threshold, topk_candidates
         self.nms_threshold, self.detections_per_image = nms_threshold, detections_per_image
 
@@ -97,18 +101,21 @@ class RetinaNet(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("RetinaNet needs targets in training mode")
-            return self.losses(torch.cat(logits, 1), torch.cat(deltas, 1), torch.cat(anchors), targets)
+            # losses in float32 whatever the autocast dtype: bf16/fp16 sums over ~10^5 anchors lose the small terms
+            return self.losses(torch.cat(logits, 1).float(), torch.cat(deltas, 1).float(), torch.cat(anchors), targets)
         return [self.detect_image(i, logits, deltas, anchors, size) for i, size in enumerate(image_sizes)]
 
     def losses(self, logits: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
         """logits (B, N, K), deltas (B, N, 4), anchors (N, 4) -> {"cls": focal loss, "box": box loss}."""
         matched = self.dense.match(anchors, targets)  # (B, N)
         positive = matched >= 0  # (B, N)
-        num_positive = positive.sum()
+        num_positive, world_size = positive.sum(), 1
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(num_positive)  # every rank divides by the global count
-            num_positive = num_positive / torch.distributed.get_world_size()
-        normalizer = self._update_normalizer(num_positive.float())
+            world_size = torch.distributed.get_world_size()
+        # DDP averages the ranks' gradients: W * (rank's sum) / (global normalizer) makes that average the gradient
+        # of (global sum) / (global normalizer), what one process computes on the whole batch
+        normalizer = self._update_normalizer(num_positive.float()) / world_size
         gt_boxes, gt_labels = self.dense.matched_targets(matched, positive, targets)  # (P, 4), (P,)
 
         valid = matched != IGNORED  # (B, N): ignored anchors get no classification loss

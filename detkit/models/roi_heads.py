@@ -118,7 +118,8 @@ class RoIHeads(nn.Module):
                 raise ValueError("the RoI head needs targets in training mode")
             rois, class_targets, box_targets = self.select_training_samples(proposals, targets)
             logits, deltas = self.predict(features, rois, image_sizes)
-            return self.losses(logits, deltas, torch.cat(rois), torch.cat(class_targets), torch.cat(box_targets))
+            # losses in float32 under bf16/fp16 autocast
+            return self.losses(logits.float(), deltas.float(), torch.cat(rois), torch.cat(class_targets), torch.cat(box_targets))
         logits, deltas = self.predict(features, proposals, image_sizes)
         per_image = [len(p) for p in proposals]
         return [self.detect_image(l, d, p, size)

@@ -113,7 +113,8 @@ class RegionProposalNetwork(nn.Module):
             return proposals, {}
         if targets is None:
             raise ValueError("the RPN needs targets in training mode")
-        return proposals, self.losses(torch.cat(logits, 1), torch.cat(deltas, 1), torch.cat(anchors), targets)
+        # losses in float32 under bf16/fp16 autocast
+        return proposals, self.losses(torch.cat(logits, 1).float(), torch.cat(deltas, 1).float(), torch.cat(anchors), targets)
 
     def losses(self, logits: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
         """logits (B, N), deltas (B, N, 4), anchors (N, 4) -> ``{"rpn_objectness", "rpn_box"}``.
