@@ -27,7 +27,7 @@ from detkit.engine.final_validation import validate_final_weights
 from detkit.engine.loggers import share_run_folder
 from detkit.engine.module import DetectionModule, NonFiniteLossError
 from detkit.engine.periodic_checkpoint import PeriodicCheckpoint
-from detkit.engine.report import print_evaluation, print_run_report
+from detkit.engine.report import print_evaluation, print_run_report, print_training
 from detkit.engine.resume import ResumeTarget, find_resume_target, keep_csv_history
 from detkit.engine.rng_state import RandomState
 from detkit.engine.run_outputs import check_run_outputs, check_writable, next_free_path
@@ -142,12 +142,8 @@ def train(args: list[str] | None = None) -> tuple[DetectionCLI, object]:
     result = cli.model.last_evaluation
     log_dir = trainer.log_dir  # a broadcast under DDP: every rank asks
     if trainer.is_global_zero:
-        print(f"\ntraining: {throughput.train_images} images in {throughput.train_seconds:.0f} s = "
-              f"{throughput.train_images_per_second:.1f} images/s; {trainer.global_step} steps"
-              + (f" of a planned {cli.model.lr_schedule.total_steps}; fit and last validation "
-                 f"{cli.fit_seconds:.0f} s of a {budget.budget_seconds:.0f} s budget"
-                 if budget is not None and budget.minutes is not None else "")
-              + ("; final weights validated after the stop" if final_validated else ""))
+        print_training(throughput, trainer.global_step, cli.model.lr_schedule.total_steps, budget, cli.fit_seconds,
+                       final_validated)
         print_evaluation(result, f"best checkpoint {best or '(final weights)'}", throughput)
         print_run_report(trainer, cli.model, best, log_dir)
     return cli, result

@@ -19,6 +19,18 @@ def print_evaluation(result, title: str, throughput: Throughput) -> None:
           f"{throughput.inference_images_per_second:.1f} images/s")
 
 
+def print_training(throughput: Throughput, steps: int, planned_steps: int, budget, fit_seconds: float,
+                   final_validated: bool) -> None:
+    """One line: images, seconds and images/s of training, steps (of the plan and the budget when a time budget
+    sized the run), and whether the final weights were validated after a stop between validations."""
+    line = (f"\ntraining: {throughput.train_images} images in {throughput.train_seconds:.0f} s = "
+            f"{throughput.train_images_per_second:.1f} images/s; {steps} steps")
+    if budget is not None and budget.minutes is not None:
+        line += (f" of a planned {planned_steps}; fit and last validation {fit_seconds:.0f} s of a "
+                 f"{budget.budget_seconds:.0f} s budget")
+    print(line + ("; final weights validated after the stop" if final_validated else ""))
+
+
 def print_run_report(trainer, module, best_checkpoint: str, log_dir: str | None) -> None:
     """The run in a few lines: best val AP with its epoch and step, and the paths of the checkpoints, the results
     JSON, the pictures and the logs (``log_dir``: ``trainer.log_dir``, read on every rank, as it broadcasts)."""
