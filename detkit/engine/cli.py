@@ -73,9 +73,8 @@ class DetectionCLI(LightningCLI):
             return
         loggers = _logger_configs(self.config["trainer"]["logger"])
         first = loggers[0].init_args if loggers else None
-        plain = yaml.safe_load(self.parser.dump(self.config))
         self.resume_target = find_resume_target(self.resume, getattr(first, "save_dir", None),
-                                                getattr(first, "name", None), plain)
+                                                getattr(first, "name", None), self.plain_config())
         run_dir = self.resume_target.run_dir
         if run_dir is None:
             return
@@ -94,6 +93,11 @@ class DetectionCLI(LightningCLI):
             self.config = parser.parse_args(args)
         else:
             super().parse_arguments(parser, args)
+
+    def plain_config(self) -> dict:
+        """The resolved config as plain YAML values (``{"model": {"lr": ...}, ...}``), nulls kept as config.yaml
+        keeps them."""
+        return yaml.safe_load(self.parser.dump(self.config, skip_none=False))
 
     def after_instantiate_classes(self) -> None:
         """Embed the resolved config in every checkpoint the model writes (``detkit.load`` needs no other file)."""

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import yaml
 
+from detkit.inference.config import config_beside, run_dir_of
+
 SAME_RUN_SECTIONS = ("seed_everything", "model", "data")
 
 
@@ -32,8 +34,7 @@ def find_resume_target(resume: str, save_dir: str | None, name: str | None, conf
     if resume != "last":
         if not os.path.isfile(resume):
             raise FileNotFoundError(f"--resume: checkpoint {resume} does not exist")
-        run_dir = os.path.dirname(os.path.dirname(os.path.abspath(resume)))
-        return ResumeTarget(resume, run_dir if os.path.isfile(os.path.join(run_dir, "config.yaml")) else None)
+        return ResumeTarget(resume, run_dir_of(resume) if os.path.isfile(config_beside(resume)) else None)
     if save_dir is None:
         raise ValueError("--resume last needs a logger (trainer.logger) to find the run; pass --resume <checkpoint>")
     pattern = os.path.join(save_dir, name or "", "*", "checkpoints", "last.ckpt")
@@ -42,8 +43,8 @@ def find_resume_target(resume: str, save_dir: str | None, name: str | None, conf
         raise FileNotFoundError(f"--resume last: no run has a checkpoint ({pattern} matches nothing)")
     differences = {}
     for checkpoint in candidates:
-        run_dir = os.path.dirname(os.path.dirname(checkpoint))
-        differing = config_differences(_read_yaml(os.path.join(run_dir, "config.yaml")), config)
+        run_dir = run_dir_of(checkpoint)
+        differing = config_differences(_read_yaml(config_beside(checkpoint)), config)
         if not differing:
             return ResumeTarget(checkpoint, run_dir)
         differences[run_dir] = differing

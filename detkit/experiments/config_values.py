@@ -5,7 +5,6 @@ import functools
 import os
 from pathlib import Path
 
-import yaml
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -27,5 +26,4 @@ def built_config(config: str, extra_args: tuple[str, ...]):
 
 def resolved_config(config: str, extra_args: tuple[str, ...]) -> dict:
     """The resolved config of ``config`` + ``extra_args`` as plain YAML values (``{"model": {"lr": ...}, ...}``)."""
-    cli = built_config(config, tuple(extra_args))
-    return yaml.safe_load(cli.parser.dump(cli.config, skip_none=False))
+    return built_config(config, tuple(extra_args)).plain_config()

@@ -31,9 +31,14 @@ class RunConfig:
     explicit: bool
 
 
+def run_dir_of(checkpoint: str | os.PathLike) -> str:
+    """The run folder ``<save_dir>/<name>/<version>`` that holds ``checkpoints/<checkpoint>`` (Lightning's layout)."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(checkpoint)))
+
+
 def config_beside(checkpoint: str | os.PathLike) -> str:
     """The config.yaml saved by training in the run dir that holds ``checkpoints/<checkpoint>``."""
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(checkpoint))), "config.yaml")
+    return os.path.join(run_dir_of(checkpoint), "config.yaml")
 
 
 def resolve_config(path: str, checkpoint: dict, config: str | os.PathLike | None = None) -> RunConfig:
