@@ -30,11 +30,11 @@ pytestmark = pytest.mark.usefixtures("one_thread", "no_pictures")
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SMALL_MODEL = {
-    "retinanet_shapes.yaml": ["--model.detector.init_args.head_depth", "1"],
-    "faster_rcnn_shapes.yaml": ["--model.detector.init_args.representation_size", "32",
-                                "--model.detector.init_args.roi_batch_size_per_image", "32",
-                                "--model.detector.init_args.rpn_pre_nms_top_n_test", "200",
-                                "--model.detector.init_args.rpn_post_nms_top_n_test", "100"],
+    "retinanet_shapes.yaml": ["--model.detector.init_args.head.depth", "1"],
+    "faster_rcnn_shapes.yaml": ["--model.detector.init_args.roi.representation_size", "32",
+                                "--model.detector.init_args.roi.sampling.batch_size_per_image", "32",
+                                "--model.detector.init_args.rpn.pre_nms_top_n_test", "200",
+                                "--model.detector.init_args.rpn.post_nms_top_n_test", "100"],
 }
 DETECTIONS_PER_IMAGE = 100  # both shapes configs
 # 300 red 12 px squares on a 20 px grid: far enough apart for ColourBoxFinder at scale 1
@@ -55,9 +55,9 @@ def tiny_args(save_dir: Path, config: str = "retinanet_shapes.yaml") -> list[str
             "--trainer.val_check_interval", "2", "--trainer.check_val_every_n_epoch", "null",
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
             "--trainer.log_every_n_steps", "1", "--model.warmup_steps", "1",
-            "--model.detector.init_args.fpn_channels", "16",
+            "--model.detector.init_args.fpn.channels", "16",
             # an untrained model scores everything low: keep all its boxes
-            "--model.detector.init_args.score_threshold", "0.0", *SMALL_MODEL[config]]
+            "--model.detector.init_args.inference.score_threshold", "0.0", *SMALL_MODEL[config]]
 
 
 def data_args(root: Path, train_json: str = "instances_train.json", val_json: str = "instances_val.json",
@@ -173,21 +173,24 @@ DETECTOR = "model.detector.init_args"
 
 
 @pytest.mark.parametrize("config, args, message", [
-    ("retinanet_shapes.yaml", [f"--{DETECTOR}.fg_iou_threshold", "0.3", f"--{DETECTOR}.bg_iou_threshold", "0.4"],
-     rf"{DETECTOR}.fg_iou_threshold \(0.3\) must be >= {DETECTOR}.bg_iou_threshold \(0.4\)"),
-    ("retinanet_shapes.yaml", [f"--{DETECTOR}.fg_iou_threshold", "1.2"],
-     rf"{DETECTOR}.fg_iou_threshold must lie in \[0, 1\], got 1.2"),
-    ("retinanet_shapes.yaml", [f"--{DETECTOR}.nms_threshold", "1.5"],
-     rf"{DETECTOR}.nms_threshold must lie in \[0, 1\], got 1.5"),
-    ("retinanet_shapes.yaml", [f"--{DETECTOR}.score_threshold", "-0.1"], rf"{DETECTOR}.score_threshold must lie in"),
-    ("retinanet_shapes.yaml", [f"--{DETECTOR}.detections_per_image", "0"],
-     rf"{DETECTOR}.detections_per_image must be >= 1, got 0"),
-    ("faster_rcnn_shapes.yaml", [f"--{DETECTOR}.rpn_fg_iou_threshold", "0.2"],
-     rf"{DETECTOR}.rpn_fg_iou_threshold \(0.2\) must be >= {DETECTOR}.rpn_bg_iou_threshold \(0.3\)"),
-    ("faster_rcnn_shapes.yaml", [f"--{DETECTOR}.rpn_nms_threshold", "1.01"],
-     rf"{DETECTOR}.rpn_nms_threshold must lie in"),
-    ("faster_rcnn_shapes.yaml", [f"--{DETECTOR}.roi_positive_fraction", "2"],
-     rf"{DETECTOR}.roi_positive_fraction must lie in"),
+    ("retinanet_shapes.yaml", [f"--{DETECTOR}.matching.fg_iou_threshold", "0.3", f"--{DETECTOR}.matching.bg_iou_threshold", "0.4"],
+     rf"{DETECTOR}.matching.fg_iou_threshold \(0.3\) must be >= {DETECTOR}.matching.bg_iou_threshold \(0.4\)"),
+    ("retinanet_shapes.yaml", [f"--{DETECTOR}.matching.fg_iou_threshold", "1.2"],
+     rf"{DETECTOR}.matching.fg_iou_threshold must lie in \[0, 1\], got 1.2"),
+    ("retinanet_shapes.yaml", [f"--{DETECTOR}.inference.nms_threshold", "1.5"],
+     rf"{DETECTOR}.inference.nms_threshold must lie in \[0, 1\], got 1.5"),
+    ("retinanet_shapes.yaml", [f"--{DETECTOR}.inference.score_threshold", "-0.1"],
+     rf"{DETECTOR}.inference.score_threshold must lie in"),
+    ("retinanet_shapes.yaml", [f"--{DETECTOR}.inference.detections_per_image", "0"],
+     rf"{DETECTOR}.inference.detections_per_image must be >= 1, got 0"),
+    ("retinanet_shapes.yaml", [f"--{DETECTOR}.anchors.sizes", "[10, 20]"],
+     rf"{DETECTOR}.anchors.sizes must give one size per pyramid level \(3 levels\)"),
+    ("faster_rcnn_shapes.yaml", [f"--{DETECTOR}.rpn.matching.fg_iou_threshold", "0.2"],
+     rf"{DETECTOR}.rpn.matching.fg_iou_threshold \(0.2\) must be >= {DETECTOR}.rpn.matching.bg_iou_threshold \(0.3\)"),
+    ("faster_rcnn_shapes.yaml", [f"--{DETECTOR}.rpn.nms_threshold", "1.01"],
+     rf"{DETECTOR}.rpn.nms_threshold must lie in"),
+    ("faster_rcnn_shapes.yaml", [f"--{DETECTOR}.roi.sampling.positive_fraction", "2"],
+     rf"{DETECTOR}.roi.sampling.positive_fraction must lie in"),
     ("retinanet_shapes.yaml", ["--model.lr", "-0.1"], r"model.lr must be > 0, got -0.1"),
     ("retinanet_shapes.yaml", ["--model.weight_decay=-1e-4"], r"model.weight_decay must be >= 0"),
     ("retinanet_shapes.yaml", ["--model.momentum", "1.5"], r"model.momentum must be in \[0, 1\)"),
@@ -200,10 +203,11 @@ def test_out_of_range_value_names_the_key(config, args, message, dataset, tmp_pa
 
 
 def test_values_at_the_ends_of_their_ranges_are_accepted(dataset, tmp_path):
-    cli = build(dataset, tmp_path, f"--{DETECTOR}.fg_iou_threshold", "0.5", f"--{DETECTOR}.bg_iou_threshold", "0.5",
-                f"--{DETECTOR}.nms_threshold", "1.0", f"--{DETECTOR}.score_threshold", "1.0", "--model.momentum", "0")
+    cli = build(dataset, tmp_path, f"--{DETECTOR}.matching.fg_iou_threshold", "0.5",
+                f"--{DETECTOR}.matching.bg_iou_threshold", "0.5", f"--{DETECTOR}.inference.nms_threshold", "1.0",
+                f"--{DETECTOR}.inference.score_threshold", "1.0", "--model.momentum", "0")
     matcher = cli.model.detector.dense.matcher
-    assert matcher.high_threshold == matcher.low_threshold == 0.5 and cli.model.detector.nms_threshold == 1.0
+    assert matcher.high_threshold == matcher.low_threshold == 0.5 and cli.model.detector.inference.nms_threshold == 1.0
 
 
 # -- paths: the dataset, the output folders --------------------------------------------------------------------
@@ -296,7 +300,7 @@ def test_second_evaluation_keeps_the_first_results(first_run, tmp_path):
     first = evaluate(["--checkpoint", checkpoint, "--results", str(results)])
     written = results.read_bytes()
     # another score threshold: other results, which must not replace the first ones
-    second = evaluate(["--checkpoint", checkpoint, "--results", str(results), f"--{DETECTOR}.score_threshold", "0.5"])
+    second = evaluate(["--checkpoint", checkpoint, "--results", str(results), f"--{DETECTOR}.inference.score_threshold", "0.5"])
     assert results.read_bytes() == written and len(json.loads(written)) == first.num_detections
     assert len(json.loads((tmp_path / "results-v1.json").read_text())) == second.num_detections < first.num_detections
 
@@ -316,7 +320,7 @@ def test_model_that_predicts_nothing_scores_zero_as_coco_defines(first_run, data
     _, data = dataset
     results = tmp_path / "results.json"
     evaluation = evaluate(["--checkpoint", str(first_run / "checkpoints" / "best.ckpt"), "--results", str(results),
-                           f"--{DETECTOR}.score_threshold", "1.0"])  # sigmoid scores never exceed 1
+                           f"--{DETECTOR}.inference.score_threshold", "1.0"])  # sigmoid scores never exceed 1
     assert json.loads(results.read_text()) == [] and evaluation.num_detections == 0
     assert evaluation.num_images == len(data["images"])
     has_small = any(a["area"] < 32 ** 2 for a in data["annotations"])  # COCO's "small": no ground truth there -> -1

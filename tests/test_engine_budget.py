@@ -40,7 +40,7 @@ def run_args(root: Path, tmp_path: Path, *extra: str) -> list[str]:
     data = data_args(root)
     return ["--config", CONFIG, *data, "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
             "--trainer.enable_progress_bar", "false", "--trainer.max_time", "null", "--data.batch_size", "4",
-            "--model.warmup_steps", "3", "--model.detector.init_args.fpn_channels", "16",
+            "--model.warmup_steps", "3", "--model.detector.init_args.fpn.channels", "16",
             "--data.min_size", "64", "--data.max_size", "64", *extra]
 
 

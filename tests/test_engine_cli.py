@@ -33,7 +33,7 @@ def build(config: str, shapes_root: Path, tmp_path: Path, *extra: str) -> Detect
     ("retinanet_custom.yaml", RetinaNet, 64), ("faster_rcnn_custom.yaml", FasterRCNN, 64),
 ])
 def test_every_config_builds(config, detector_type, backbone_channels, shapes_root, tmp_path):
-    extra = ["--model.detector.init_args.backbone_weights", "null"] if "coco" in config else []
+    extra = ["--model.detector.init_args.backbone.weights", "null"] if "coco" in config else []
     cli = build(config, shapes_root, tmp_path, *extra)
     detector = cli.model.detector
     assert type(detector) is detector_type
@@ -46,9 +46,9 @@ def test_custom_recipe_with_a_local_pretrained_trunk(config, shapes_root, tmp_pa
     # what README's "your own data" section tells users to do with a torchvision ResNet-18 file saved offline
     state = torchvision.models.resnet18(weights=None).state_dict()
     torch.save(state, tmp_path / "resnet18.pth")
-    cli = build(config, shapes_root, tmp_path, "--model.detector.init_args.backbone", "resnet18",
-                "--model.detector.init_args.backbone_weights", str(tmp_path / "resnet18.pth"),
-                "--model.detector.init_args.norm", "frozen_bn", "--model.detector.init_args.trainable_layers", "3")
+    cli = build(config, shapes_root, tmp_path, "--model.detector.init_args.backbone.name", "resnet18",
+                "--model.detector.init_args.backbone.weights", str(tmp_path / "resnet18.pth"),
+                "--model.detector.init_args.backbone.norm", "frozen_bn", "--model.detector.init_args.backbone.trainable_layers", "3")
     body = cli.model.detector.backbone.body
     assert torch.equal(body.layers[2][0].conv1.weight, state["layer3.0.conv1.weight"])
     assert torch.equal(body.stem[0].weight, state["conv1.weight"]) and not body.stem[0].weight.requires_grad
@@ -57,7 +57,7 @@ def test_custom_recipe_with_a_local_pretrained_trunk(config, shapes_root, tmp_pa
 
 def test_coco_recipes_keep_the_standard_schedule(shapes_root, tmp_path):
     for config, lr in (("retinanet_r50_fpn_coco.yaml", 0.01), ("faster_rcnn_r50_fpn_coco.yaml", 0.02)):
-        cli = build(config, shapes_root, tmp_path, "--model.detector.init_args.backbone_weights", "null")
+        cli = build(config, shapes_root, tmp_path, "--model.detector.init_args.backbone.weights", "null")
         assert cli.model.hparams.lr == lr and cli.model.hparams.optimizer == "sgd"
         assert list(cli.model.hparams.milestones) == [60000, 80000] and cli.trainer.max_steps == 90000
         assert cli.datamodule.min_size == 800 and cli.datamodule.max_size == 1333
@@ -65,13 +65,13 @@ def test_coco_recipes_keep_the_standard_schedule(shapes_root, tmp_path):
 
 def test_command_line_overrides_any_key(shapes_root, tmp_path):
     cli = build("retinanet_shapes.yaml", shapes_root, tmp_path, "--model.lr", "0.0123",
-                "--model.detector.init_args.fg_iou_threshold", "0.6", "--data.batch_size", "3", "--trainer.max_epochs", "7")
+                "--model.detector.init_args.matching.fg_iou_threshold", "0.6", "--data.batch_size", "3", "--trainer.max_epochs", "7")
     assert cli.model.hparams.lr == 0.0123
     assert cli.model.detector.dense.matcher.high_threshold == 0.6
     assert cli.datamodule.batch_size == 3 and cli.trainer.max_epochs == 7
 
 
-@pytest.mark.parametrize("bad_key", ["--model.lrr", "--model.detector.init_args.fg_iou_treshold", "--data.batchsize"])
+@pytest.mark.parametrize("bad_key", ["--model.lrr", "--model.detector.init_args.matching.fg_iou_treshold", "--data.batchsize"])
 def test_unknown_key_is_an_error_naming_it(bad_key, shapes_root, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build("retinanet_shapes.yaml", shapes_root, tmp_path, bad_key, "1")

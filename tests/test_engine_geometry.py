@@ -21,6 +21,8 @@ from detkit.data.transforms import DetectionTransform, build_transforms
 from detkit.engine.cli import evaluate, train
 from detkit.engine.module import DetectionModule
 from detkit.models import FasterRCNN, RetinaNet
+from detkit.models.settings import (OCTAVE_SCALES, Anchors, Backbone, DenseHead, Inference, Proposals, Pyramid,
+                                    RoIHead)
 from detkit.ops import AnchorGenerator, clip_boxes_to_image
 from nonsquare_data import IMAGES, ColourBoxFinder, write_dataset
 
@@ -99,11 +101,11 @@ def test_tools_eval_scores_a_perfect_predictor_checkpoint_at_ap_1(dataset, tmp_p
 
 
 TRAIN_OPTIONS = {
-    "retinanet_shapes.yaml": ["--model.detector.init_args.head_depth", "1"],
-    "faster_rcnn_shapes.yaml": ["--model.detector.init_args.representation_size", "64",
-                                "--model.detector.init_args.roi_batch_size_per_image", "32",
-                                "--model.detector.init_args.rpn_pre_nms_top_n_test", "200",
-                                "--model.detector.init_args.rpn_post_nms_top_n_test", "100"],
+    "retinanet_shapes.yaml": ["--model.detector.init_args.head.depth", "1"],
+    "faster_rcnn_shapes.yaml": ["--model.detector.init_args.roi.representation_size", "64",
+                                "--model.detector.init_args.roi.sampling.batch_size_per_image", "32",
+                                "--model.detector.init_args.rpn.pre_nms_top_n_test", "200",
+                                "--model.detector.init_args.rpn.post_nms_top_n_test", "100"],
 }
 
 
@@ -117,9 +119,9 @@ def test_trained_detector_results_lie_inside_each_original_image(config, dataset
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
             "--trainer.log_every_n_steps", "1",
             "--data.batch_size", "2", "--data.val_batch_size", "5", "--model.warmup_steps", "1",
-            "--model.detector.init_args.fpn_channels", "16",
+            "--model.detector.init_args.fpn.channels", "16",
             # an untrained model scores everything low: keep all its boxes, they land all over the images
-            "--model.detector.init_args.score_threshold", "0.0", *TRAIN_OPTIONS[config]]
+            "--model.detector.init_args.inference.score_threshold", "0.0", *TRAIN_OPTIONS[config]]
     cli, _ = train(args)
     results_path = tmp_path / "eval_results.json"
     evaluation = evaluate(["--checkpoint", cli.trainer.checkpoint_callback.best_model_path,
@@ -191,15 +193,18 @@ def test_anchor_generator_on_a_non_square_map_spans_its_width_in_x():
     assert centres[:, 0].max() == 192 and centres[:, 1].max() == 64  # 224 - 32 and 96 - 32
 
 
-def small_retinanet(**kwargs) -> RetinaNet:
-    return RetinaNet(num_classes=3, backbone="tiny", norm="bn", trainable_layers=5, min_level=3, fpn_channels=16,
-                     num_extra_levels=0, anchor_sizes=(16, 32, 64), head_depth=1, **kwargs)
+TINY = dict(num_classes=3, backbone=Backbone(name="tiny", norm="bn", trainable_layers=5),
+            fpn=Pyramid(min_level=3, channels=16, extra_levels=0))
 
 
-def small_faster_rcnn(**kwargs) -> FasterRCNN:
-    return FasterRCNN(num_classes=3, backbone="tiny", norm="bn", trainable_layers=5, min_level=3, fpn_channels=16,
-                      num_extra_levels=0, anchor_sizes=(16, 32, 64), rpn_pre_nms_top_n_test=200,
-                      rpn_post_nms_top_n_test=100, representation_size=64, **kwargs)
+def small_retinanet(**groups) -> RetinaNet:
+    return RetinaNet(**TINY, anchors=Anchors(sizes=(16, 32, 64), scales=OCTAVE_SCALES), head=DenseHead(depth=1), **groups)
+
+
+def small_faster_rcnn(**groups) -> FasterRCNN:
+    return FasterRCNN(**TINY, anchors=Anchors(sizes=(16, 32, 64)),
+                      rpn=Proposals(pre_nms_top_n_test=200, post_nms_top_n_test=100),
+                      roi=RoIHead(representation_size=64), **groups)
 
 
 def test_detector_features_and_anchors_follow_a_non_square_input():
@@ -223,7 +228,7 @@ def test_detector_features_and_anchors_follow_a_non_square_input():
 @pytest.mark.parametrize("build", [small_retinanet, small_faster_rcnn], ids=["retinanet", "faster_rcnn"])
 def test_detections_are_clipped_to_each_images_own_height_and_width(build):
     torch.manual_seed(0)
-    model = build(score_threshold=0.0).eval()
+    model = build(inference=Inference(score_threshold=0.0)).eval()
     sizes = [(58, 128), (128, 58)]  # a landscape and a portrait image in one zero-padded 128 x 128 batch
     images = torch.zeros(2, 3, 128, 128)
     images[0, :, :58], images[1, :, :, :58] = torch.rand(3, 58, 128), torch.rand(3, 128, 58)

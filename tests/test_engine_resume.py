@@ -27,7 +27,7 @@ def train_command(root: Path, save_dir: Path, *extra: str) -> list[str]:
     data = data_args(root)
     return [sys.executable, str(ROOT / "tools" / "train.py"), "--config", str(ROOT / "configs" / "retinanet_shapes.yaml"),
             *data, "--data.batch_size", "4", "--data.min_size", "64", "--data.max_size", "64",
-            "--model.detector.init_args.fpn_channels", "16", "--model.warmup_steps", "3", "--budget.minutes", "null",
+            "--model.detector.init_args.fpn.channels", "16", "--model.warmup_steps", "3", "--budget.minutes", "null",
             "--trainer.max_epochs", "null", "--trainer.max_steps", str(STEPS), "--trainer.check_val_every_n_epoch", "1",
             "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(save_dir),
             "--last_checkpoint.every_n_steps", str(EVERY), *extra]

@@ -157,7 +157,7 @@ def test_validation_writes_pictures_only_when_asked(tmp_path):
         "--data.num_workers", "0", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
         "--trainer.logger=false", "--trainer.enable_progress_bar", "false",
         "--model.results_path", str(tmp_path / "plain.json"), "--model.eval_backend", "faster_coco_eval",
-        "--model.detector.init_args.score_threshold", "0.0"], save_config_callback=None)
+        "--model.detector.init_args.inference.score_threshold", "0.0"], save_config_callback=None)
     cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
     assert (tmp_path / "plain.json").is_file() and not (tmp_path / "plain_pictures").exists()
     assert cli.model.last_evaluation.num_detections > 0

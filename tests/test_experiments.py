@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def value_at(config: dict, key: str):
-    """The value of a dotted config key (``model.detector.init_args.norm``) in a resolved config."""
+    """The value of a dotted config key (``model.detector.init_args.backbone.norm``) in a resolved config."""
     for part in key.split("."):
         config = config[part]
     return config
@@ -79,7 +79,7 @@ def test_imbalance_arm_gives_bce_the_background_share_of_focal_loss(shapes_root)
     extra = tuple(data_args(shapes_root))
     arm = next(a for a in STUDIES["imbalance"].build(STUDIES["imbalance"].quick, extra).arms
                if a.name == "bce_background_weighted")
-    weight = float(dict(zip(arm.overrides[::2], arm.overrides[1::2]))["--model.detector.init_args.background_weight"])
+    weight = float(dict(zip(arm.overrides[::2], arm.overrides[1::2]))["--model.detector.init_args.loss.background_weight"])
     stats, _ = initial_imbalance(RETINANET, extra)
     p, k = stats.prior, stats.num_classes  # the summed BCE loss of each kind of anchor, at the prior, by hand
     background = stats.background * k * -math.log(1 - p)

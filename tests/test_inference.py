@@ -40,10 +40,10 @@ def trained(tmp_path_factory):
                     "--trainer.max_epochs", "1", "--trainer.max_time", "null", "--budget.minutes", "null",
                     "--trainer.check_val_every_n_epoch", "1", "--trainer.enable_progress_bar", "false",
                     "--trainer.enable_model_summary", "false", "--data.batch_size", "2", "--data.val_batch_size", "5",
-                    "--model.warmup_steps", "1", "--model.detector.init_args.fpn_channels", "16",
-                    "--model.detector.init_args.head_depth", "1", "--anchors.enabled", "false",
+                    "--model.warmup_steps", "1", "--model.detector.init_args.fpn.channels", "16",
+                    "--model.detector.init_args.head.depth", "1", "--anchors.enabled", "false",
                     # an untrained model scores everything low: keep all its boxes
-                    "--model.detector.init_args.score_threshold", "0.0"])
+                    "--model.detector.init_args.inference.score_threshold", "0.0"])
     checkpoint = Path(cli.trainer.checkpoint_callback.best_model_path)
     results = root / "eval_results.json"
     evaluate(["--checkpoint", str(checkpoint), "--results", str(results)])  # validation path, weights_only=True
@@ -109,7 +109,7 @@ def test_checkpoints_embed_the_config_and_classes_and_load_with_weights_only(tra
     metadata = contents["detkit"]
     assert metadata["class_names"] == CLASS_NAMES and metadata["category_ids"] == CATEGORY_IDS
     embedded = yaml.safe_load(metadata["config"])
-    assert embedded["model"]["detector"]["init_args"]["head_depth"] == 1
+    assert embedded["model"]["detector"]["init_args"]["head"]["depth"] == 1
     assert embedded == yaml.safe_load(trained["config"].read_text())
 
 
@@ -177,8 +177,11 @@ def test_missing_truncated_corrupt_unsafe_and_foreign_files_are_named(trained, t
 
 
 def edited_config(trained, tmp_path: Path, **init_args) -> Path:
+    """The run's config with detector arguments replaced; a dict value updates that setting group."""
     config = yaml.safe_load(trained["config"].read_text())
-    config["model"]["detector"]["init_args"].update(init_args)
+    detector = config["model"]["detector"]["init_args"]
+    for key, value in init_args.items():
+        detector[key] = {**detector[key], **value} if isinstance(value, dict) else value
     path = tmp_path / "edited.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -192,8 +195,8 @@ def test_a_config_with_another_number_of_classes_is_named(trained, tmp_path):
 
 
 @pytest.mark.parametrize("change, problem", [
-    ({"head_depth": 2}, r"\d+ weights the model needs are missing \(e.g. head.cls_tower.3.weight"),
-    ({"fpn_channels": 32}, r"weights differ in shape \(e.g. backbone.fpn.*\(16, .*\) in the checkpoint, \(32, "),
+    ({"head": {"depth": 2}}, r"\d+ weights the model needs are missing \(e.g. head.cls_tower.3.weight"),
+    ({"fpn": {"channels": 32}}, r"weights differ in shape \(e.g. backbone.fpn.*\(16, .*\) in the checkpoint, \(32, "),
 ])
 def test_a_config_with_another_architecture_is_named(trained, tmp_path, change, problem):
     with pytest.raises(CheckpointError, match=problem) as error:
@@ -213,7 +216,7 @@ def test_eval_names_another_architecture_and_other_classes(trained, tmp_path):
     base = ["--checkpoint", str(trained["checkpoint"]), "--config", str(tmp_path / "eval.yaml"),
             "--results", str(tmp_path / "results.json")]
     with pytest.raises(SystemExit, match=r"best.ckpt: the checkpoint's architecture differs .*eval.yaml"):
-        evaluate([*base, "--model.detector.init_args.head_depth", "2"])
+        evaluate([*base, "--model.detector.init_args.head.depth", "2"])
     with pytest.raises(SystemExit, match=r"best.ckpt: the number of classes differs: .* 3 classes .* has 2"):
         evaluate([*base, "--data.val_annotations", str(tmp_path / "data" / "two.json"),
                   "--data.train_annotations", str(tmp_path / "data" / "two.json")])

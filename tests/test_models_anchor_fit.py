@@ -10,14 +10,15 @@ from detkit.engine.cli import DetectionCLI, evaluate, train
 from detkit.models import FasterRCNN, RetinaNet
 from detkit.models.anchor_fit import anchor_coverage, fit_anchors, fitted_aspect_ratios
 from detkit.models.dense import DenseAnchorStage
+from detkit.models.settings import Anchors, Backbone, DenseHead, Matching, Pyramid, RoIHead
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def stage(sizes=((32.0,), (64.0,), (128.0,)), ratios=(1.0,), fit_sizes=False, fit_ratios=False) -> DenseAnchorStage:
-    return DenseAnchorStage(strides=[8, 16, 32], anchor_sizes=sizes, aspect_ratios=ratios, fg_iou_threshold=0.5,
-                            bg_iou_threshold=0.4, allow_low_quality_matches=True, box_loss="l1",
-                            fit_sizes=fit_sizes, fit_ratios=fit_ratios)
+def stage(sizes=(32.0, 64.0, 128.0), scales=(1.0,), ratios=(1.0,)) -> DenseAnchorStage:
+    """A stage on strides 8, 16, 32; sizes "auto" are placeholders (4 x the stride) to fit."""
+    return DenseAnchorStage(strides=[8, 16, 32], anchors=Anchors(sizes=sizes, scales=scales, aspect_ratios=ratios),
+                            matching=Matching(0.5, 0.4, True), box_loss="l1")
 
 
 def square_boxes(side: float, count: int = 20, image: int = 320, seed: int = 0) -> list[torch.Tensor]:
@@ -52,21 +53,24 @@ def test_fit_reaches_objects_the_default_anchors_miss():
     sizes = [(320, 320)] * len(boxes)
     labels = [torch.zeros(1, dtype=torch.long)] * len(boxes)
     before = anchor_coverage(stage(), sizes, boxes, labels)
-    fitted = stage(fit_sizes=True)
-    anchor_sizes, ratios = fit_anchors(fitted, sizes, boxes, labels)
-    fitted.set_anchors(anchor_sizes, ratios)
+    fitted = stage(sizes="auto")
+    base_sizes, ratios = fit_anchors(fitted, sizes, boxes, labels)
+    fitted.set_anchors(base_sizes, ratios)
     after = anchor_coverage(fitted, sizes, boxes, labels)
     assert before.share_reaching(0.5) == 0.0 and after.share_reaching(0.5) == 1.0
-    multiples = [level[0] / stride for level, stride in zip(anchor_sizes, [8, 16, 32])]
+    multiples = [size / stride for size, stride in zip(base_sizes, [8, 16, 32])]
     assert multiples == pytest.approx([multiples[0]] * 3, rel=1e-3)  # one multiple of the stride on every level
     assert ratios == (1.0,) and bool(fitted.fitted) and not fitted.needs_fit
 
 
 def test_fit_keeps_the_configured_scales_and_fits_ratios():
     boxes = [torch.tensor([[10.0, 10.0, 50.0, 30.0]] * 5 + [[10.0, 10.0, 30.0, 50.0]] * 5)]
-    fitted = stage(sizes=((32.0, 48.0), (64.0, 96.0), (128.0, 192.0)), ratios=(0.5, 2.0), fit_sizes=True, fit_ratios=True)
-    anchor_sizes, ratios = fit_anchors(fitted, [(320, 320)], boxes, [torch.zeros(10, dtype=torch.long)])
-    assert all(level[1] / level[0] == pytest.approx(1.5, rel=1e-3) for level in anchor_sizes)
+    fitted = DenseAnchorStage(strides=[8, 16, 32], anchors=Anchors(sizes="auto", scales=(1.0, 1.5), aspect_ratios="auto",
+                                                                   num_aspect_ratios=2),
+                              matching=Matching(0.5, 0.4, True), box_loss="l1")
+    base_sizes, ratios = fit_anchors(fitted, [(320, 320)], boxes, [torch.zeros(10, dtype=torch.long)])
+    fitted.set_anchors(base_sizes, ratios)
+    assert all(level[1] / level[0] == pytest.approx(1.5, rel=1e-3) for level in fitted.anchor_sizes.tolist())
     assert ratios == (0.5, 2.0)
 
 
@@ -75,7 +79,7 @@ def test_fit_weighs_every_class_alike():
     # large ones only; averaged over the classes, both get anchors
     boxes = square_boxes(150.0, count=90) + square_boxes(30.0, count=10, seed=1)
     labels = [torch.zeros(1, dtype=torch.long)] * 90 + [torch.ones(1, dtype=torch.long)] * 10
-    fitted = stage(sizes=((32.0,), (64.0,), (128.0,)), fit_sizes=True)
+    fitted = stage(sizes="auto")
     fitted.matcher.high_threshold = 0.7  # strict enough that one octave of sizes cannot cover both
     fitted.set_anchors(*fit_anchors(fitted, [(320, 320)] * 100, boxes, labels))
     coverage = anchor_coverage(fitted, [(320, 320)] * 100, boxes, labels)
@@ -84,20 +88,20 @@ def test_fit_weighs_every_class_alike():
 
 
 def test_the_checkpoint_carries_fitted_anchors():
-    options = dict(num_classes=2, backbone="tiny", fpn_channels=16, num_extra_levels=0, anchor_sizes="auto",
-                   aspect_ratios="auto", head_depth=1)
+    options = dict(num_classes=2, backbone=Backbone(name="tiny"), fpn=Pyramid(channels=16, extra_levels=0),
+                   anchors=Anchors(sizes="auto", scales=(1.0, 1.25, 1.5), aspect_ratios="auto"), head=DenseHead(depth=1))
     trained = RetinaNet(**options)
     assert trained.dense.needs_fit and trained.dense.aspect_ratios.tolist() == [0.5, 1.0, 2.0]
     fitted_sizes = tuple(tuple(5.0 * s * k for k in (1.0, 1.25, 1.5)) for s in (8, 16, 32))
-    trained.dense.set_anchors(fitted_sizes, (0.8, 1.0, 1.25))
+    trained.dense.set_anchors((40.0, 80.0, 160.0), (0.8, 1.0, 1.25))
     loaded = RetinaNet(**options)
     loaded.load_state_dict(trained.state_dict())
     assert not loaded.dense.needs_fit
     assert loaded.dense.anchor_generator.sizes == trained.dense.anchor_generator.sizes == fitted_sizes
     assert torch.equal(loaded.dense.image_anchors((64, 64)), trained.dense.image_anchors((64, 64)))
     assert not torch.equal(loaded.dense.image_anchors((64, 64)), RetinaNet(**options).dense.image_anchors((64, 64)))
-    frcnn = FasterRCNN(num_classes=2, backbone="tiny", fpn_channels=16, min_level=3, num_extra_levels=0,
-                       anchor_sizes="auto", representation_size=32)
+    frcnn = FasterRCNN(num_classes=2, backbone=Backbone(name="tiny"), fpn=Pyramid(min_level=3, channels=16, extra_levels=0),
+                       anchors=Anchors(sizes="auto"), roi=RoIHead(representation_size=32))
     assert frcnn.rpn.dense.needs_fit and frcnn.rpn.dense.anchor_sizes[:, 0].tolist() == [32.0, 64.0, 128.0]
 
 
@@ -113,7 +117,7 @@ def cli_args(root: Path, tmp_path: Path, config: str, *extra: str) -> list[str]:
             for kind, name in (("images", "images"), ("annotations", f"instances_{split}.json"))]
     return ["--config", str(CONFIGS / config), *data, "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
             "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "1", "--budget.minutes", "null",
-            "--data.batch_size", "4", "--model.warmup_steps", "1", "--model.detector.init_args.fpn_channels", "16", *extra]
+            "--data.batch_size", "4", "--model.warmup_steps", "1", "--model.detector.init_args.fpn.channels", "16", *extra]
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -125,8 +129,8 @@ def test_custom_configs_fit_anchors_before_training_and_evaluation_uses_them(con
     printed = capsys.readouterr()
     assert "anchors fitted to 16 training images" in printed.out and "anchor coverage of" in printed.out
     checkpoint = torch.load(cli.trainer.checkpoint_callback.best_model_path, weights_only=False)
-    key = next(k for k in checkpoint["state_dict"] if k.endswith("dense.anchor_sizes"))
-    assert torch.equal(checkpoint["state_dict"][key], stage.anchor_sizes)
+    key = next(k for k in checkpoint["state_dict"] if k.endswith("dense.base_sizes"))
+    assert torch.equal(checkpoint["state_dict"][key], stage.base_sizes)
     evaluation = evaluate(["--checkpoint", cli.trainer.checkpoint_callback.best_model_path, "--data.num_workers", "0",
                            "--results", str(tmp_path / "results.json")])
     assert evaluation.stats["AP"] == pytest.approx(result.stats["AP"], abs=1e-9)
@@ -134,11 +138,11 @@ def test_custom_configs_fit_anchors_before_training_and_evaluation_uses_them(con
 
 def test_poor_anchors_are_reported_with_the_keys_to_change(shapes_root, tmp_path):
     cli = DetectionCLI(run=False, args=cli_args(shapes_root, tmp_path, "retinanet_shapes.yaml",
-                                                "--model.detector.init_args.anchor_sizes", "[160, 320, 640]"))
+                                                "--model.detector.init_args.anchors.sizes", "[160, 320, 640]"))
     check = next(c for c in cli.trainer.callbacks if type(c).__name__ == "AnchorCheck")
     cli.datamodule.setup("fit")
     cli.trainer.datamodule = cli.datamodule  # what fit sets before on_fit_start
-    with pytest.warns(UserWarning, match=r"anchor_sizes.*auto") as caught:
+    with pytest.warns(UserWarning, match=r"init_args\.anchors\.sizes.*auto") as caught:
         check.on_fit_start(cli.trainer, cli.model)
     assert "data.min_size" in str(caught[0].message)
     coverage = check.reports["dense"]

@@ -7,6 +7,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from detkit.models.backbones import ResNetBackbone, build_backbone
 from detkit.models.fpn import FPN, FeaturePyramid
+from detkit.models.settings import Backbone, Pyramid
 
 
 def shapes(features: list[torch.Tensor]) -> list[tuple[int, ...]]:
@@ -85,7 +86,7 @@ def test_fpn_levels_strides_and_extra_levels():
 def test_feature_pyramid_top_down_path_carries_coarse_information():
     """Changing only the coarsest backbone map changes the finest pyramid level (the top-down path works)."""
     torch.manual_seed(0)
-    pyramid = FeaturePyramid("tiny", min_level=3, fpn_channels=16).eval()
+    pyramid = FeaturePyramid(backbone=Backbone(name="tiny", norm="bn"), fpn=Pyramid(min_level=3, channels=16, extra_levels=0)).eval()
     assert pyramid.strides == [8, 16, 32]
     body, fpn = pyramid.body, pyramid.fpn
     features = body(torch.rand(1, 3, 64, 64))

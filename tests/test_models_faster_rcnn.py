@@ -4,16 +4,22 @@ import torch
 from torchvision.ops import box_iou
 
 from detkit.models.faster_rcnn import FasterRCNN
+from detkit.models.settings import Anchors, Backbone, Inference, Matching, Proposals, Pyramid, RoIHead, Sampling
 from scenes import K, SIZE, assert_detections_format, detect_on_two_sizes, empty_target, synthetic_batch, train_steps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def small_model(**kwargs) -> FasterRCNN:
-    options = dict(num_classes=K, backbone="tiny", norm="bn", trainable_layers=5, min_level=3, fpn_channels=32,
-                   num_extra_levels=0, anchor_sizes=(16, 32, 64), rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=100,
-                   rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=100, roi_batch_size_per_image=32, representation_size=128)
-    return FasterRCNN(**(options | kwargs))
+SMALL_RPN = dict(pre_nms_top_n_train=200, post_nms_top_n_train=100, pre_nms_top_n_test=200, post_nms_top_n_test=100)
+SMALL_ROI = dict(sampling=Sampling(32, 0.25), representation_size=128)
+
+
+def small_model(**groups) -> FasterRCNN:
+    """A tiny Faster R-CNN on P3-P5; ``groups`` replace whole setting groups."""
+    options = dict(num_classes=K, backbone=Backbone(name="tiny", norm="bn", trainable_layers=5),
+                   fpn=Pyramid(min_level=3, channels=32, extra_levels=0), anchors=Anchors(sizes=(16, 32, 64)),
+                   rpn=Proposals(**SMALL_RPN), roi=RoIHead(**SMALL_ROI))
+    return FasterRCNN(**(options | groups))
 
 
 def test_overfits_a_few_images():
@@ -56,7 +62,7 @@ def test_training_returns_the_four_named_losses_and_empty_images_train():
 def test_other_box_losses_train(box_loss):
     torch.manual_seed(0)
     images, targets = synthetic_batch()
-    model = small_model(box_loss=box_loss, rpn_box_loss=box_loss).train()
+    model = small_model(rpn=Proposals(**SMALL_RPN, box_loss=box_loss), roi=RoIHead(**SMALL_ROI, box_loss=box_loss)).train()
     losses = model(images, [(SIZE, SIZE)] * 4, targets)
     sum(losses.values()).backward()
     assert all(torch.isfinite(value) for value in losses.values()) and losses["roi_box"] > 0
@@ -64,12 +70,12 @@ def test_other_box_losses_train(box_loss):
 
 def test_detections_format_in_each_images_pixels():
     # an untrained classifier gives every class ~1 / (K + 1) > 0.05: there are detections to check
-    detections, sizes = detect_on_two_sizes(small_model(detections_per_image=30, score_threshold=0.05))
+    detections, sizes = detect_on_two_sizes(small_model(inference=Inference(detections_per_image=30, score_threshold=0.05)))
     assert_detections_format(detections, sizes, max_detections=30, score_threshold=0.05)
 
 
 def test_extra_levels_feed_the_rpn_only():
-    model = small_model(num_extra_levels=1, anchor_sizes=(16, 32, 64, 128))
+    model = small_model(fpn=Pyramid(min_level=3, channels=32, extra_levels=1), anchors=Anchors(sizes=(16, 32, 64, 128)))
     assert model.rpn.dense.strides == [8, 16, 32, 64]
     assert model.roi_heads.pooler.scales == [1 / 8, 1 / 16, 1 / 32]
     assert model.roi_heads.predictor.cls_score.out_features == K + 1
@@ -77,11 +83,15 @@ def test_extra_levels_feed_the_rpn_only():
 
 
 def test_bad_configuration_names_the_key():
-    with pytest.raises(ValueError, match="anchor_sizes needs one size per pyramid level"):
-        small_model(anchor_sizes=(16, 32))
-    with pytest.raises(ValueError, match="box_loss must be one of"):
-        small_model(box_loss="iou")
-    with pytest.raises(ValueError, match="rpn_box_loss"):
-        small_model(rpn_box_loss="l2")
+    with pytest.raises(ValueError, match=r"model\.detector\.init_args\.anchors\.sizes must give one size per pyramid level"):
+        small_model(anchors=Anchors(sizes=(16, 32)))
+    with pytest.raises(ValueError, match=r"init_args\.roi\.box_loss must be one of"):
+        small_model(roi=RoIHead(box_loss="iou"))
+    with pytest.raises(ValueError, match=r"init_args\.rpn\.box_loss must be one of"):
+        small_model(rpn=Proposals(box_loss="l2"))
+    with pytest.raises(ValueError, match=r"init_args\.rpn\.matching\.fg_iou_threshold must lie in \[0, 1\]"):
+        small_model(rpn=Proposals(matching=Matching(1.5, 0.3)))
+    with pytest.raises(ValueError, match=r"init_args\.roi\.sampling\.batch_size_per_image must be >= 1"):
+        small_model(roi=RoIHead(sampling=Sampling(0, 0.25)))
     with pytest.raises(ValueError, match="needs targets"):
         small_model().train()(torch.zeros(1, 3, 64, 64), [(64, 64)])

@@ -9,16 +9,19 @@ from torchvision.models.detection import _utils as tv_det_utils
 
 from detkit.evaluation import CocoEvaluator
 from detkit.models import RetinaNet
+from detkit.models.settings import Anchors, Backbone, DenseHead, DenseLoss, Inference, Matching, OCTAVE_SCALES, Pyramid
 from scenes import (K, SIZE, assert_detections_format, coco_ground_truth, detect_on_two_sizes, empty_target, synthetic_batch,
                     train_steps)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def small_model(**kwargs) -> RetinaNet:
-    options = dict(num_classes=K, backbone="tiny", norm="bn", trainable_layers=5, min_level=3, fpn_channels=32,
-                   num_extra_levels=0, anchor_sizes=(16, 32, 64), head_depth=1)
-    return RetinaNet(**(options | kwargs))
+def small_model(**groups) -> RetinaNet:
+    """A tiny RetinaNet on P3-P5; ``groups`` replace whole setting groups."""
+    options = dict(num_classes=K, backbone=Backbone(name="tiny", norm="bn", trainable_layers=5),
+                   fpn=Pyramid(min_level=3, channels=32, extra_levels=0),
+                   anchors=Anchors(sizes=(16, 32, 64), scales=OCTAVE_SCALES), head=DenseHead(depth=1))
+    return RetinaNet(**(options | groups))
 
 
 def anchors_and_outputs(model: RetinaNet, images: torch.Tensor):
@@ -48,7 +51,7 @@ def test_losses_equal_a_torchvision_oracle():
     rebuilt from torchvision's Matcher, BoxCoder and sigmoid_focal_loss."""
     torch.manual_seed(0)
     images, targets = synthetic_batch()
-    model = small_model(box_loss="l1", loss_normalizer_momentum=0.0)
+    model = small_model(loss=DenseLoss(box_loss="l1", normalizer_momentum=0.0))
     anchors, logits, deltas = anchors_and_outputs(model, images)
     losses = model.losses(logits, deltas, anchors, targets)
 
@@ -89,11 +92,11 @@ def test_low_quality_matches_make_each_objects_best_anchor_positive():
     # positive for it; with them its best anchor is
     target = {"boxes": torch.tensor([[40.0, 20.0, 46.0, 60.0]]), "labels": torch.tensor([1])}
     anchors_of = lambda model: anchors_and_outputs(model, torch.zeros(1, 3, SIZE, SIZE))[0]  # noqa: E731
-    strict = small_model(allow_low_quality_matches=False, aspect_ratios=(1.0,))
+    strict = small_model(matching=Matching(allow_low_quality_matches=False), anchors=Anchors(sizes=(16, 32, 64), scales=OCTAVE_SCALES, aspect_ratios=(1.0,)))
     anchors = anchors_of(strict)
     assert torchvision.ops.box_iou(target["boxes"], anchors).max() < 0.4
     assert (strict.dense.match(anchors, [target]) >= 0).sum() == 0
-    lenient = small_model(allow_low_quality_matches=True, aspect_ratios=(1.0,))
+    lenient = small_model(matching=Matching(allow_low_quality_matches=True), anchors=Anchors(sizes=(16, 32, 64), scales=OCTAVE_SCALES, aspect_ratios=(1.0,)))
     matched = lenient.dense.match(anchors, [target])[0]
     best = torchvision.ops.box_iou(target["boxes"], anchors)[0]
     assert torch.equal(torch.nonzero(matched >= 0).squeeze(1), torch.nonzero(best == best.max()).squeeze(1))
@@ -102,15 +105,15 @@ def test_low_quality_matches_make_each_objects_best_anchor_positive():
 def test_background_weight_scales_only_the_background_loss():
     torch.manual_seed(0)
     images, targets = synthetic_batch()
-    model = small_model(loss_normalizer_momentum=0.0)
+    model = small_model(loss=DenseLoss(normalizer_momentum=0.0))
     anchors, logits, deltas = anchors_and_outputs(model, images)
     empty = [empty_target()] * len(targets)
     full = model.losses(logits, deltas, anchors, empty)["cls"]
-    model.background_weight = 0.25
+    model.loss_settings = DenseLoss(normalizer_momentum=0.0, background_weight=0.25)
     assert torch.allclose(model.losses(logits, deltas, anchors, empty)["cls"], 0.25 * full)
     # with objects, positives keep weight 1: the loss shrinks by less than 4x
     weighted = model.losses(logits, deltas, anchors, targets)["cls"]
-    model.background_weight = 1.0
+    model.loss_settings = DenseLoss(normalizer_momentum=0.0)
     unweighted = model.losses(logits, deltas, anchors, targets)["cls"]
     assert 0.25 * unweighted < weighted < unweighted
 
@@ -138,12 +141,18 @@ def test_classifier_starts_at_the_prior_probability():
 
 def test_detections_format_in_each_images_pixels():
     # an untrained classifier scores every anchor ~0.01 > 0.005: there are detections to check
-    detections, sizes = detect_on_two_sizes(small_model(detections_per_image=30, score_threshold=0.005))
+    detections, sizes = detect_on_two_sizes(small_model(inference=Inference(detections_per_image=30, score_threshold=0.005)))
     assert_detections_format(detections, sizes, max_detections=30, score_threshold=0.005)
 
 
 def test_bad_configuration_names_the_key():
-    with pytest.raises(ValueError, match="anchor_sizes needs one size per pyramid level"):
-        small_model(anchor_sizes=(16, 32))
+    with pytest.raises(ValueError, match=r"model\.detector\.init_args\.anchors\.sizes must give one size per pyramid level"):
+        small_model(anchors=Anchors(sizes=(16, 32)))
+    with pytest.raises(ValueError, match=r"init_args\.matching\.fg_iou_threshold \(0\.3\) must be >= .*bg_iou_threshold"):
+        small_model(matching=Matching(0.3, 0.4))
+    with pytest.raises(ValueError, match=r"init_args\.loss\.box_loss must be one of"):
+        small_model(loss=DenseLoss(box_loss="iou"))
+    with pytest.raises(ValueError, match=r"init_args\.num_classes must be >= 1"):
+        small_model(num_classes=0)
     with pytest.raises(ValueError, match="needs targets"):
         small_model().train()(torch.zeros(1, 3, 64, 64), [(64, 64)])

@@ -6,14 +6,17 @@ from torchvision.ops import MultiScaleRoIAlign, box_iou, roi_align
 
 from detkit.models.roi_heads import RoIHeads
 from detkit.models.roi_pooler import build_roi_pooler
+from detkit.models.settings import Inference, RoIHead, Sampling
 
 K = 3
 STRIDES = [8, 16]
 IMAGE_SIZES = [(64, 80), (50, 70)]  # batch padded to 64 x 80
 
 
-def make_heads(**kwargs) -> RoIHeads:
-    return RoIHeads(**(dict(in_channels=4, strides=STRIDES, num_classes=K, representation_size=32) | kwargs))
+def make_heads(inference: Inference = Inference(), **settings) -> RoIHeads:
+    """RoI heads on two levels; ``settings`` replace ``RoIHead`` keys."""
+    return RoIHeads(in_channels=4, strides=STRIDES, num_classes=K, settings=RoIHead(**({"representation_size": 32} | settings)),
+                    inference=inference)
 
 
 def make_features(seed: int = 0) -> list[torch.Tensor]:
@@ -44,7 +47,7 @@ def test_sampler_keeps_the_positive_share_and_labels_background_as_k():
     few_positive = torch.cat([jittered_copies(gt[0], 10, 2), far])
     target = {"boxes": gt, "labels": labels}
     empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
-    heads = make_heads(batch_size_per_image=512, positive_fraction=0.25).train()
+    heads = make_heads(sampling=Sampling(512, 0.25)).train()
     torch.manual_seed(0)
     rois, class_targets, box_targets = heads.select_training_samples([many_positive, few_positive, far[:100]], [target, target, empty])
 
@@ -86,7 +89,7 @@ def test_classifier_column_k_is_background():
 
 
 def test_detections_equal_torchvision_postprocessing():
-    heads = make_heads(score_threshold=0.05, nms_threshold=0.5, detections_per_image=10).eval()
+    heads = make_heads(inference=Inference(score_threshold=0.05, nms_threshold=0.5, detections_per_image=10)).eval()
     generator = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for parameter in heads.predictor.parameters():

@@ -9,15 +9,16 @@ from torchvision.models.detection.rpn import RegionProposalNetwork as Torchvisio
 from torchvision.ops import box_iou
 
 from detkit.models.rpn import RegionProposalNetwork
+from detkit.models.settings import Anchors, Proposals
 
 STRIDES = [8, 16]
 IMAGE_SIZES = [(64, 80), (50, 70)]  # batch padded to 64 x 80
 
 
-def make_rpn(**kwargs) -> RegionProposalNetwork:
-    options = dict(in_channels=8, strides=STRIDES, anchor_sizes=((16,), (32,)), pre_nms_top_n_test=30,
-                   post_nms_top_n_test=20, pre_nms_top_n_train=12, post_nms_top_n_train=7)
-    return RegionProposalNetwork(**(options | kwargs))
+def make_rpn(anchors: Anchors = Anchors(sizes=(16, 32)), **settings) -> RegionProposalNetwork:
+    """An RPN on two levels; ``settings`` replace ``Proposals`` keys."""
+    options = dict(pre_nms_top_n_test=30, post_nms_top_n_test=20, pre_nms_top_n_train=12, post_nms_top_n_train=7)
+    return RegionProposalNetwork(in_channels=8, strides=STRIDES, anchors=anchors, settings=Proposals(**(options | settings)))
 
 
 def make_features(seed: int = 0) -> list[torch.Tensor]:
@@ -102,8 +103,8 @@ def test_images_without_objects_give_finite_losses_and_gradients():
     assert rpn.head.objectness.bias.grad.abs().sum() > 0  # the background anchors were trained on
 
 
-def test_bad_configuration_is_named():
-    with pytest.raises(ValueError, match="anchor_sizes"):
-        make_rpn(anchor_sizes=((16,),))
-    with pytest.raises(ValueError, match="as many anchors"):
-        make_rpn(anchor_sizes=((16,), (32, 64)))
+def test_anchor_sizes_are_one_base_size_per_level_times_the_scales():
+    rpn = make_rpn(anchors=Anchors(sizes=(16, 32), scales=(1.0, 1.5)))
+    assert rpn.dense.anchor_sizes.tolist() == [[16.0, 24.0], [32.0, 48.0]]
+    assert rpn.dense.anchor_generator.sizes == ((16.0, 24.0), (32.0, 48.0))
+    assert rpn.dense.num_anchors_per_location == 2 * 3 and rpn.head.objectness.out_channels == 6

@@ -45,9 +45,9 @@ def data_args(root: Path) -> list[str]:
             "--data.val_images", str(root / "images"), "--data.val_annotations", str(root / "instances_val.json")]
 
 
-ONE_ANCHOR_A_LEVEL = ["--model.detector.init_args.anchor_sizes", "[16, 32, 64]",
-                      "--model.detector.init_args.anchor_scales", "[1.0]",
-                      "--model.detector.init_args.aspect_ratios", "[1.0]"]
+ONE_ANCHOR_A_LEVEL = ["--model.detector.init_args.anchors.sizes", "[16, 32, 64]",
+                      "--model.detector.init_args.anchors.scales", "[1.0]",
+                      "--model.detector.init_args.anchors.aspect_ratios", "[1.0]"]
 
 
 def show_anchors(*args: str) -> None:

@@ -11,11 +11,9 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from detkit.models.anchor_fit import anchor_coverage, fit_anchors
 from detkit.models.dense import DenseAnchorStage
 
-# which config keys set each stage's anchors and thresholds, by the stage's place in the detector
-KEYS = {
-    "dense": ("anchor_sizes / anchor_scales / aspect_ratios", "fg_iou_threshold / bg_iou_threshold"),
-    "rpn.dense": ("anchor_sizes / anchor_scales / aspect_ratios", "rpn_fg_iou_threshold / rpn_bg_iou_threshold"),
-}
+DETECTOR = "model.detector.init_args"
+# which config group sets each stage's matching thresholds, by the stage's place in the detector
+MATCHING_KEYS = {"dense": f"{DETECTOR}.matching", "rpn.dense": f"{DETECTOR}.rpn.matching"}
 
 
 class AnchorCheck(L.Callback):
@@ -49,16 +47,16 @@ class AnchorCheck(L.Callback):
         _print(f"anchor coverage of {name} ({stage.matcher}) on {len(sizes)} training images, "
                f"input size as trained, no augmentation:\n{coverage.table(class_names)}")
         if coverage.poor_share > self.warn_above:
-            anchor_keys, threshold_keys = KEYS.get(name, KEYS["dense"])
-            change = ("the fitted anchors cannot reach them: change the pyramid levels (model.detector.init_args."
-                      "min_level / num_extra_levels), " if stage.fit_sizes else
-                      "set model.detector.init_args.anchor_sizes (and aspect_ratios) to 'auto', or change "
-                      f"model.detector.init_args.{anchor_keys}, ")
+            threshold_keys = MATCHING_KEYS.get(name, MATCHING_KEYS["dense"])
+            change = (f"the fitted anchors cannot reach them: change the pyramid levels ({DETECTOR}.fpn.min_level / "
+                      "extra_levels), " if stage.fit_sizes else
+                      f"set {DETECTOR}.anchors.sizes (and aspect_ratios) to 'auto', or change {DETECTOR}.anchors "
+                      "(sizes / scales / aspect_ratios), ")
             warnings.warn(
                 f"{100 * coverage.poor_share:.0f}% of the training objects have no anchor of {name} with IoU >= "
                 f"{stage.matcher.low_threshold:g}: the anchors do not fit the objects. To fix it, {change}"
-                f"the input size (data.min_size / data.max_size) or model.detector.init_args.{threshold_keys}.",
-                stacklevel=2)
+                f"the input size (data.min_size / data.max_size) or {threshold_keys} "
+                "(fg_iou_threshold / bg_iou_threshold).", stacklevel=2)
 
 
 def dense_stages(detector) -> list[tuple[str, DenseAnchorStage]]:
@@ -74,11 +72,11 @@ def fit_auto_anchors(stages: list[tuple[str, DenseAnchorStage]], sizes: list[tup
     """
     for name, stage in stages:
         if stage.needs_fit:
-            anchor_sizes, ratios = fit_anchors(stage, sizes, boxes, labels)
-            stage.set_anchors(anchor_sizes, ratios)
-            _print(f"anchors fitted to {len(sizes)} training images for {name}: sizes per level "
-                   f"{[list(level) for level in anchor_sizes]} px, aspect ratios {list(ratios)} "
-                   "(kept in the checkpoint)")
+            base_sizes, ratios = fit_anchors(stage, sizes, boxes, labels)
+            stage.set_anchors(base_sizes, ratios)
+            per_level = [[round(size, 1) for size in level] for level in stage.anchor_sizes.tolist()]
+            _print(f"anchors fitted to {len(sizes)} training images for {name}: base sizes {list(base_sizes)} px "
+                   f"(per level with the scales: {per_level}), aspect ratios {list(ratios)} (kept in the checkpoint)")
 
 
 @rank_zero_only

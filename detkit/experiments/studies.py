@@ -125,14 +125,14 @@ def one_vs_two_stage(scale: Scale, extra_args: tuple[str, ...]) -> Plan:
 def imbalance(scale: Scale, extra_args: tuple[str, ...]) -> Plan:
     weight, note = matching_background_weight(RETINANET, extra_args)
     budget = time_budget(scale.minutes)
-    bce = (*detector("focal_gamma", 0.0), *detector("focal_alpha", -1.0))
+    bce = (*detector("loss.focal_gamma", 0.0), *detector("loss.focal_alpha", -1.0))
     arms = [
         Arm("focal_gamma2", "focal loss, gamma 2 (shipped)", RETINANET, budget),
         Arm("bce", "plain BCE", RETINANET, (*budget, *bce)),
         Arm("bce_background_weighted", f"BCE, background weight {weight:.3g}", RETINANET,
-            (*budget, *bce, *detector("background_weight", float(f"{weight:.4g}")))),
-        Arm("focal_gamma1", "focal loss, gamma 1", RETINANET, (*budget, *detector("focal_gamma", 1.0))),
-        Arm("focal_gamma5", "focal loss, gamma 5", RETINANET, (*budget, *detector("focal_gamma", 5.0))),
+            (*budget, *bce, *detector("loss.background_weight", float(f"{weight:.4g}")))),
+        Arm("focal_gamma1", "focal loss, gamma 1", RETINANET, (*budget, *detector("loss.focal_gamma", 1.0))),
+        Arm("focal_gamma5", "focal loss, gamma 5", RETINANET, (*budget, *detector("loss.focal_gamma", 5.0))),
     ]
     return Plan(arms, f"{scale.minutes:g} min per arm (budget.minutes)", [note])
 
@@ -145,8 +145,8 @@ def ignore_band(scale: Scale, extra_args: tuple[str, ...]) -> Plan:
             arms.append(Arm(
                 f"fg{fg:g}_bg{bg:g}_low_quality_{'on' if low_quality else 'off'}",
                 f"fg {fg:g} / bg {bg:g}, low-quality {'on' if low_quality else 'off'}{shipped}", RETINANET,
-                (*time_budget(scale.minutes), *detector("fg_iou_threshold", fg), *detector("bg_iou_threshold", bg),
-                 *detector("allow_low_quality_matches", low_quality)),
+                (*time_budget(scale.minutes), *detector("matching.fg_iou_threshold", fg), *detector("matching.bg_iou_threshold", bg),
+                 *detector("matching.allow_low_quality_matches", low_quality)),
                 group=f"fg {fg:g} / bg {bg:g}"))
     return Plan(arms, f"{scale.minutes:g} min per arm (budget.minutes)",
                 ["objects with no positive anchor: training objects (unaugmented, as the anchor check at the start "
@@ -155,14 +155,14 @@ def ignore_band(scale: Scale, extra_args: tuple[str, ...]) -> Plan:
 
 
 def anchor_fit(scale: Scale, extra_args: tuple[str, ...]) -> Plan:
-    sizes = resolved_config(RETINANET, extra_args)["model"]["detector"]["init_args"]["anchor_sizes"]
+    sizes = resolved_config(RETINANET, extra_args)["model"]["detector"]["init_args"]["anchors"]["sizes"]
     budget = time_budget(scale.minutes)
     arms = [Arm("shipped", f"as shipped, sizes {list(sizes)}", RETINANET, budget),
             Arm("auto", "fitted (sizes and ratios 'auto')", RETINANET,
-                (*budget, *detector("anchor_sizes", "auto"), *detector("aspect_ratios", "auto")))]
+                (*budget, *detector("anchors.sizes", "auto"), *detector("anchors.aspect_ratios", "auto")))]
     arms += [Arm(f"{factor}x_too_large", f"{factor}x too large, sizes {[factor * s for s in sizes]}", RETINANET,
-                 (*budget, *detector("anchor_sizes", [factor * s for s in sizes]))) for factor in (2, 4)]
-    arms.append(Arm("one_ratio", "one aspect ratio (1.0)", RETINANET, (*budget, *detector("aspect_ratios", [1.0]))))
+                 (*budget, *detector("anchors.sizes", [factor * s for s in sizes]))) for factor in (2, 4)]
+    arms.append(Arm("one_ratio", "one aspect ratio (1.0)", RETINANET, (*budget, *detector("anchors.aspect_ratios", [1.0]))))
     return Plan(arms, f"{scale.minutes:g} min per arm (budget.minutes)",
                 ["no anchor at IoU >= 0.5: share of the training objects (unaugmented) whose best anchor has IoU "
                  "< 0.5; fitted anchors are fitted before training to the same boxes (detkit.models.anchor_fit)"])
@@ -171,15 +171,15 @@ def anchor_fit(scale: Scale, extra_args: tuple[str, ...]) -> Plan:
 def nms_threshold(scale: Scale, extra_args: tuple[str, ...]) -> Plan:
     arms = []
     for name, label, config in (("retinanet", "RetinaNet", RETINANET), ("faster_rcnn", "Faster R-CNN", FASTER_RCNN)):
-        shipped = resolved_config(config, extra_args)["model"]["detector"]["init_args"]["nms_threshold"]
+        shipped = resolved_config(config, extra_args)["model"]["detector"]["init_args"]["inference"]["nms_threshold"]
         arms.append(Arm(name, f"{label}: trained, NMS {shipped:g}", config, time_budget(scale.minutes), group=label,
                         value=shipped))
         arms += [Arm(f"{name}_nms{threshold:g}", f"{label}, NMS {threshold:g}", config,
-                     detector("nms_threshold", threshold), group=label, evaluates=name, value=threshold)
+                     detector("inference.nms_threshold", threshold), group=label, evaluates=name, value=threshold)
                  for threshold in NMS_THRESHOLDS]
     return Plan(arms, f"{scale.minutes:g} min of training per detector (budget.minutes), then evaluation only",
-                ["the threshold is the final detection NMS (model.detector.init_args.nms_threshold; Faster R-CNN's "
-                 "proposal NMS, rpn_nms_threshold, stays as shipped); each evaluation reruns the best checkpoint of "
+                ["the threshold is the final detection NMS (model.detector.init_args.inference.nms_threshold; Faster R-CNN's "
+                 "proposal NMS, rpn.nms_threshold, stays as shipped); each evaluation reruns the best checkpoint of "
                  "its detector's training arm on the val split, so the row at the shipped threshold repeats the "
                  "training arm's numbers"])
 
@@ -196,7 +196,7 @@ def normalisation(scale: Scale, extra_args: tuple[str, ...]) -> Plan:
                     "--model.lr", _yaml(float(f"{base_lr * math.sqrt(batch / base_batch):.4g}")),
                     "--model.warmup_steps", str(round(base_warmup * per_batch)),
                     "--trainer.log_every_n_steps", str(max(1, round(base_log * per_batch))))
-        arms += [Arm(f"{norm}_batch{batch}", f"{norm}, batch {batch}", RETINANET, (*settings, *detector("norm", norm)))
+        arms += [Arm(f"{norm}_batch{batch}", f"{norm}, batch {batch}", RETINANET, (*settings, *detector("backbone.norm", norm)))
                  for norm in NORMS]
     return Plan(arms, f"{scale.images} training images per arm (trainer.max_steps = images / batch, budget off)", [
         f"lr scaled with the square root of the batch (AdamW; shipped {base_lr:g} at batch {base_batch}), warm-up and "

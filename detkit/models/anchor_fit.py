@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from detkit.models.dense import DenseAnchorStage
+from detkit.models.settings import Anchors, Matching
 from detkit.ops import Matcher, box_area, box_iou
 
 SIZE_BUCKETS = (0, 16, 32, 64, 128, 256, math.inf)  # sqrt(box area) in input pixels
@@ -82,7 +83,7 @@ def anchor_coverage(stage: DenseAnchorStage, image_sizes: list[tuple[int, int]],
     """
     best, matched = [], []
     for size, image_boxes in zip(image_sizes, boxes):
-        image_boxes = image_boxes.to(stage.anchor_sizes.device)
+        image_boxes = image_boxes.to(stage.base_sizes.device)
         if len(image_boxes) == 0:
             continue
         iou = box_iou(image_boxes, stage.image_anchors(size))  # (M, N)
@@ -117,32 +118,32 @@ def fitted_aspect_ratios(boxes: list[torch.Tensor], count: int) -> tuple[float, 
 
 
 def fit_anchors(stage: DenseAnchorStage, image_sizes: list[tuple[int, int]], boxes: list[torch.Tensor],
-                labels: list[torch.Tensor]) -> tuple[tuple[tuple[float, ...], ...], tuple[float, ...]]:
-    """Anchor sizes (L x S, pixels) and aspect ratios (R,) for ``stage`` fitted to the boxes (per image (M, 4)
+                labels: list[torch.Tensor]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Base anchor sizes (L,) in pixels and aspect ratios (R,) for ``stage`` fitted to the boxes (per image (M, 4)
     xyxy input pixels, with labels (M,)).
 
     Only what the stage marks for fitting changes: ratios (``fit_ratios``) first, then sizes (``fit_sizes``): the
-    stride multiple c maximising the class-averaged share of boxes whose best anchor reaches the positive
-    threshold (ties: the higher mean best IoU), keeping the configured relative scales within a level.
+    stride multiple c (base size c * stride on every level) maximising the class-averaged share of boxes whose best
+    anchor reaches the positive threshold (ties: the higher mean best IoU); the stage's scales stay as they are.
     """
     ratios = tuple(stage.aspect_ratios.tolist())
     if stage.fit_ratios:
         ratios = fitted_aspect_ratios(boxes, len(ratios))
-    sizes = tuple(tuple(level) for level in stage.anchor_sizes.tolist())
+    base_sizes = tuple(stage.base_sizes.tolist())
     if stage.fit_sizes:
-        scales = [size / sizes[0][0] for size in sizes[0]]  # the configured anchor_scales
-        candidates = [tuple(tuple(round(c * stride * scale, 2) for scale in scales) for stride in stage.strides)
-                      for c in STRIDE_MULTIPLES]
+        candidates = [tuple(round(c * stride, 2) for stride in stage.strides) for c in STRIDE_MULTIPLES]
         _, all_labels = stacked(boxes, labels)
-        sizes = max(candidates, key=lambda candidate: _score(stage, candidate, ratios, image_sizes, boxes, all_labels))
-    return sizes, ratios
+        base_sizes = max(candidates, key=lambda candidate: _score(stage, candidate, ratios, image_sizes, boxes, all_labels))
+    return base_sizes, ratios
 
 
-def _score(stage, sizes, ratios, image_sizes, boxes, labels) -> tuple[float, float]:
+def _score(stage, base_sizes, ratios, image_sizes, boxes, labels) -> tuple[float, float]:
     """(class-averaged share of boxes whose best anchor reaches the fg threshold, mean best IoU) of trial anchors."""
-    trial = DenseAnchorStage(strides=stage.strides, anchor_sizes=sizes, aspect_ratios=ratios,
-                             fg_iou_threshold=stage.matcher.high_threshold, bg_iou_threshold=stage.matcher.low_threshold,
-                             allow_low_quality_matches=False, box_loss=stage.box_loss)
+    matcher = stage.matcher
+    trial = DenseAnchorStage(strides=stage.strides,
+                             anchors=Anchors(sizes=base_sizes, scales=tuple(stage.scales.tolist()), aspect_ratios=ratios),
+                             matching=Matching(matcher.high_threshold, matcher.low_threshold, False),
+                             box_loss=stage.box_loss)
     best = [box_iou(b, trial.image_anchors(size)).amax(dim=1) for size, b in zip(image_sizes, boxes) if len(b)]
     if not best:
         return 0.0, 0.0

@@ -7,9 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from detkit.models.settings import BOX_LOSSES
 from detkit.ops import BoxCoder
-
-BOX_LOSSES = ("l1", "smooth_l1", "giou")
 
 
 def paired_giou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:

@@ -2,7 +2,7 @@
 batched IoU and matching against the ground truth, the matched-box gather and the box regression loss.
 
 Its anchor sizes and aspect ratios are buffers, so a checkpoint carries them: anchors fitted to a dataset
-(``anchor_sizes: auto``, see ``detkit.models.anchor_fit``) are the ones evaluation and prediction use.
+(``anchors.sizes: auto``, see ``detkit.models.anchor_fit``) are the ones evaluation and prediction use.
 
 Dims: B images, L pyramid levels, S anchor sizes per level, R aspect ratios, A = S * R anchors per location,
 N_l anchors of level l, N anchors over all levels, M ground truths of one image, P positive anchors of the batch.
@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from detkit.models.box_loss import box_regression_loss
+from detkit.models.settings import Anchors, Matching
 from detkit.ops import AnchorGenerator, BoxCoder, Matcher, box_iou
 
 
@@ -28,28 +29,24 @@ class DenseAnchorStage(nn.Module):
 
     Args:
         strides: stride of each pyramid level, finest first.
-        anchor_sizes: per level, the S anchor sizes in pixels (an anchor's w * h = size^2).
-        aspect_ratios: the R ratios h / w, used on every level.
-        fg_iou_threshold, bg_iou_threshold, allow_low_quality_matches: the ``detkit.ops.Matcher``.
-        box_loss: "l1", "smooth_l1" or "giou" (``detkit.models.box_loss``).
-        fit_sizes, fit_ratios: the sizes / ratios given are placeholders, to be fitted to the training boxes
+        anchors: the ``Anchors`` group; "auto" sizes or ratios are placeholders to be fitted to the training boxes
             before training (``detkit.engine.anchor_check.AnchorCheck``); ``fitted`` records that it happened.
+        matching: the ``Matching`` group (``detkit.ops.Matcher``).
+        box_loss: "l1", "smooth_l1" or "giou" (``detkit.models.box_loss``).
+
+    The anchors keep one form from config to generator: ``base_sizes`` (L,) and ``scales`` (S,), buffers so a
+    checkpoint carries them; level l's sizes are ``base_sizes[l] * scales``.
     """
 
-    def __init__(self, *, strides: list[int], anchor_sizes: tuple[tuple[float, ...], ...],
-                 aspect_ratios: tuple[float, ...], fg_iou_threshold: float, bg_iou_threshold: float,
-                 allow_low_quality_matches: bool, box_loss: str, fit_sizes: bool = False, fit_ratios: bool = False):
+    def __init__(self, *, strides: list[int], anchors: Anchors, matching: Matching, box_loss: str):
         super().__init__()
-        if len(anchor_sizes) != len(strides):
-            raise ValueError(f"anchor_sizes needs one entry per pyramid level (strides {list(strides)}), got {anchor_sizes}")
-        if len({len(level) for level in anchor_sizes}) != 1:
-            raise ValueError(f"the head is shared by all levels: every level needs as many anchors (anchor sizes), got {anchor_sizes}")
         self.strides = list(strides)
-        self.register_buffer("anchor_sizes", torch.tensor(anchor_sizes, dtype=torch.float32))  # (L, S)
-        self.register_buffer("aspect_ratios", torch.tensor(aspect_ratios, dtype=torch.float32))  # (R,)
+        self.register_buffer("base_sizes", torch.tensor(anchors.base_sizes(self.strides), dtype=torch.float32))  # (L,)
+        self.register_buffer("scales", torch.tensor(anchors.scales, dtype=torch.float32))  # (S,)
+        self.register_buffer("aspect_ratios", torch.tensor(anchors.ratios(), dtype=torch.float32))  # (R,)
         self.register_buffer("fitted", torch.tensor(False))
-        self.fit_sizes, self.fit_ratios = fit_sizes, fit_ratios
-        self.matcher = Matcher(fg_iou_threshold, bg_iou_threshold, allow_low_quality_matches)
+        self.fit_sizes, self.fit_ratios = anchors.fit_sizes, anchors.fit_ratios
+        self.matcher = Matcher(matching.fg_iou_threshold, matching.bg_iou_threshold, matching.allow_low_quality_matches)
         self.box_coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
         self.box_loss = box_loss
         self._build_generator()
@@ -57,9 +54,14 @@ class DenseAnchorStage(nn.Module):
         self.register_load_state_dict_post_hook(lambda module, _: module._build_generator())
 
     @property
+    def anchor_sizes(self) -> torch.Tensor:
+        """(L, S) anchor sizes in pixels per level: ``base_sizes[l] * scales[s]``."""
+        return self.base_sizes[:, None] * self.scales[None, :]
+
+    @property
     def num_anchors_per_location(self) -> int:
-        """A, the same on every level."""
-        return self.anchor_sizes.shape[1] * len(self.aspect_ratios)
+        """A = S * R, the same on every level."""
+        return len(self.scales) * len(self.aspect_ratios)
 
     @property
     def needs_fit(self) -> bool:
@@ -70,14 +72,15 @@ class DenseAnchorStage(nn.Module):
         sizes = tuple(tuple(level) for level in self.anchor_sizes.tolist())
         self.anchor_generator = AnchorGenerator(sizes, (tuple(self.aspect_ratios.tolist()),) * len(sizes))
 
-    def set_anchors(self, anchor_sizes: tuple[tuple[float, ...], ...], aspect_ratios: tuple[float, ...]) -> None:
-        """Replace the anchors (same L x S sizes and R ratios: the head's outputs depend on A) and mark them fitted."""
-        sizes = torch.tensor(anchor_sizes, dtype=torch.float32)
+    def set_anchors(self, base_sizes: tuple[float, ...], aspect_ratios: tuple[float, ...]) -> None:
+        """Replace the (L,) base sizes and (R,) ratios (same counts: the head's outputs depend on A) and mark them
+        fitted; the scales stay as configured."""
+        sizes = torch.tensor(base_sizes, dtype=torch.float32)
         ratios = torch.tensor(aspect_ratios, dtype=torch.float32)
-        if sizes.shape != self.anchor_sizes.shape or ratios.shape != self.aspect_ratios.shape:
-            raise ValueError(f"set_anchors keeps the shapes {tuple(self.anchor_sizes.shape)} (levels x sizes) and "
-                             f"{tuple(self.aspect_ratios.shape)} (ratios), got {tuple(sizes.shape)} and {tuple(ratios.shape)}")
-        self.anchor_sizes.copy_(sizes)
+        if sizes.shape != self.base_sizes.shape or ratios.shape != self.aspect_ratios.shape:
+            raise ValueError(f"set_anchors keeps {len(self.base_sizes)} base sizes (one per level) and "
+                             f"{len(self.aspect_ratios)} ratios, got {tuple(base_sizes)} and {tuple(aspect_ratios)}")
+        self.base_sizes.copy_(sizes)
         self.aspect_ratios.copy_(ratios)
         self.fitted.fill_(True)
         self._build_generator()
@@ -92,7 +95,7 @@ class DenseAnchorStage(nn.Module):
         map is ceil(h / stride) x ceil(w / stride), as the backbone's stride-2 convolutions and FPN make it."""
         height, width = padded_size
         shapes = [(-(-height // stride), -(-width // stride)) for stride in self.strides]
-        return torch.cat(self.anchor_generator(shapes, self.strides, self.anchor_sizes.device))
+        return torch.cat(self.anchor_generator(shapes, self.strides, self.base_sizes.device))
 
     def match(self, anchors: torch.Tensor, targets: list[dict]) -> torch.Tensor:
         """anchors (N, 4), targets with ``boxes`` (M, 4) -> (B, N) int64 gt index per anchor, Matcher encoding.
@@ -122,26 +125,3 @@ class DenseAnchorStage(nn.Module):
         anchors_per_positive = anchors.expand(len(positive), -1, -1)[positive]  # (P, 4)
         return box_regression_loss(self.box_loss, deltas[positive], gt_boxes, anchors_per_positive, self.box_coder)
 
-
-def anchor_shapes(anchor_sizes: tuple[float, ...] | str, anchor_scales: tuple[float, ...],
-                  aspect_ratios: tuple[float, ...] | str, num_aspect_ratios: int, strides: list[int]) -> dict:
-    """``DenseAnchorStage`` keywords from a detector's anchor config: per level sizes (base * scale) and ratios.
-
-    "auto" gives placeholders to be fitted before training: sizes 4 x the stride (the COCO recipes' ratio),
-    ``num_aspect_ratios`` ratios spread from 1/2 to 2.
-    """
-    fit_sizes, fit_ratios = anchor_sizes == "auto", aspect_ratios == "auto"
-    for key, value in (("anchor_sizes", anchor_sizes), ("aspect_ratios", aspect_ratios)):
-        if isinstance(value, str) and value != "auto":
-            raise ValueError(f"{key} must be a list of numbers or 'auto', got {value!r}")
-    if fit_sizes:
-        anchor_sizes = tuple(4.0 * stride for stride in strides)
-    if len(anchor_sizes) != len(strides):
-        raise ValueError(f"anchor_sizes needs one size per pyramid level (strides {strides}), got {tuple(anchor_sizes)}")
-    if fit_ratios:
-        if num_aspect_ratios < 1:
-            raise ValueError(f"num_aspect_ratios must be >= 1, got {num_aspect_ratios}")
-        aspect_ratios = tuple(2.0 ** (2 * i / (num_aspect_ratios - 1) - 1) if num_aspect_ratios > 1 else 1.0
-                              for i in range(num_aspect_ratios))
-    return {"anchor_sizes": tuple(tuple(base * scale for scale in anchor_scales) for base in anchor_sizes),
-            "aspect_ratios": tuple(aspect_ratios), "fit_sizes": fit_sizes, "fit_ratios": fit_ratios}

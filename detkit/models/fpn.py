@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from detkit.models.backbones import build_backbone
+from detkit.models.settings import Backbone, Pyramid
 
 
 class FPN(nn.Module):
@@ -59,28 +60,21 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class FeaturePyramid(nn.Module):
     """Normalise raw images, run backbone + FPN: the shared body of both detectors.
 
-    Args: see ``detkit.models.backbones.build_backbone`` (backbone, weights, norm, trainable_layers)
-    and ``FPN`` (fpn_channels, num_extra_levels). ``min_level`` is the finest backbone level used (3: stride 8).
+    Args:
+        backbone: the ``Backbone`` group (trunk, weights, norm, trainable layers).
+        fpn: the ``Pyramid`` group (finest level, width, extra levels).
 
     ``body`` is the backbone, ``fpn`` the pyramid on it (torchvision's names);
     ``forward(images (B, 3, H, W) float in [0, 1]) -> list[(B, C, H_l, W_l)]`` at ``strides``.
     """
 
-    def __init__(
-        self,
-        backbone: str = "tiny",
-        backbone_weights: str | None = None,
-        norm: str = "bn",
-        trainable_layers: int = 5,
-        min_level: int = 3,
-        fpn_channels: int = 256,
-        num_extra_levels: int = 0,
-    ):
+    def __init__(self, *, backbone: Backbone, fpn: Pyramid):
         super().__init__()
-        self.body = build_backbone(backbone, backbone_weights, norm, tuple(range(min_level, 6)), trainable_layers)
-        self.fpn = FPN(self.body.out_channels, self.body.strides, fpn_channels, num_extra_levels)
+        self.body = build_backbone(backbone.name, backbone.weights, backbone.norm, tuple(range(fpn.min_level, 6)),
+                                   backbone.trainable_layers)
+        self.fpn = FPN(self.body.out_channels, self.body.strides, fpn.channels, fpn.extra_levels)
         self.strides = self.fpn.strides
-        self.out_channels = fpn_channels
+        self.out_channels = fpn.channels
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from detkit.models.dense import flatten_level
+from detkit.models.settings import DenseHead
 
 
 def _subnet(channels: int, depth: int, norm: str | None) -> nn.Sequential:
@@ -18,8 +19,6 @@ def _subnet(channels: int, depth: int, norm: str | None) -> nn.Sequential:
         layers.append(nn.Conv2d(channels, channels, 3, padding=1, bias=norm is None))
         if norm == "gn":
             layers.append(nn.GroupNorm(min(32, channels // 4), channels))
-        elif norm is not None:
-            raise ValueError(f"head_norm must be null or 'gn', got {norm!r}")
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 
@@ -30,14 +29,15 @@ class RetinaNetHead(nn.Module):
     The classifier bias starts at -log((1 - prior) / prior), so every anchor initially predicts
     foreground with probability ``prior`` (0.01): otherwise the loss of ~10^4 easy background anchors
     per image swamps the first iterations (Lin et al., 2017, section 4.1).
+
+    Args: in_channels C; num_anchors A per location; num_classes K; settings: the ``DenseHead`` group.
     """
 
-    def __init__(self, in_channels: int, num_anchors: int, num_classes: int, depth: int = 4,
-                 norm: str | None = None, prior_probability: float = 0.01):
+    def __init__(self, *, in_channels: int, num_anchors: int, num_classes: int, settings: DenseHead):
         super().__init__()
         self.num_classes = num_classes
-        self.cls_tower = _subnet(in_channels, depth, norm)
-        self.box_tower = _subnet(in_channels, depth, norm)
+        self.cls_tower = _subnet(in_channels, settings.depth, settings.norm)
+        self.box_tower = _subnet(in_channels, settings.depth, settings.norm)
         self.cls_logits = nn.Conv2d(in_channels, num_anchors * num_classes, 3, padding=1)
         self.box_deltas = nn.Conv2d(in_channels, num_anchors * 4, 3, padding=1)
         for module in self.modules():
@@ -45,7 +45,8 @@ class RetinaNetHead(nn.Module):
                 nn.init.normal_(module.weight, std=0.01)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-        nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_probability) / prior_probability))
+        prior = settings.prior_probability
+        nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior) / prior))
 
     def forward(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """features: per level (B, C, H_l, W_l) -> (class logits per level (B, N_l, K), deltas per level (B, N_l, 4))."""

@@ -15,8 +15,12 @@ from torch import nn
 
 from detkit.models.box_loss import box_regression_loss
 from detkit.models.postprocess import select_detections
+from detkit.models.labels import check_labels
 from detkit.models.roi_pooler import build_roi_pooler
+from detkit.models.settings import Inference, RoIHead
 from detkit.ops import BalancedSampler, BoxCoder, Matcher, box_iou
+
+POOL_SIZE, SAMPLING_RATIO = 7, 2  # RoIAlign's S x S output and samples per bin, as in Mask R-CNN
 
 
 class TwoMLPHead(nn.Module):
@@ -63,43 +67,24 @@ class RoIHeads(nn.Module):
         in_channels: C, the width of the pooled pyramid levels.
         strides: strides of the pooled levels, finest first.
         num_classes: K object classes (the classifier adds background as column K).
-        pool_size, sampling_ratio, canonical_scale, canonical_level: see ``build_roi_pooler``.
-        representation_size: width of the two fully connected layers.
-        fg_iou_threshold: proposals with IoU >= this with a ground truth are positive, the rest background.
-        batch_size_per_image, positive_fraction: RoIs sampled per image for the losses, and the most
-            positives among them.
-        box_loss: "l1", "smooth_l1" or "giou" (see ``detkit.models.box_loss``).
-        score_threshold, nms_threshold, detections_per_image: inference.
+        settings: the ``RoIHead`` group (matching, sampling, pooling levels, box head width, box loss).
+        inference: the ``Inference`` group; ``inference`` may be replaced between calls.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        strides: list[int],
-        num_classes: int,
-        pool_size: int = 7,
-        sampling_ratio: int = 2,
-        canonical_scale: int = 224,
-        canonical_level: int = 4,
-        representation_size: int = 1024,
-        fg_iou_threshold: float = 0.5,
-        batch_size_per_image: int = 512,
-        positive_fraction: float = 0.25,
-        box_loss: str = "smooth_l1",
-        score_threshold: float = 0.05,
-        nms_threshold: float = 0.5,
-        detections_per_image: int = 100,
-    ):
+    def __init__(self, *, in_channels: int, strides: list[int], num_classes: int, settings: RoIHead,
+                 inference: Inference):
         super().__init__()
         self.num_classes = num_classes
-        self.pooler = build_roi_pooler(strides, pool_size, sampling_ratio, canonical_scale, canonical_level)
-        self.box_head = TwoMLPHead(in_channels * pool_size**2, representation_size)
-        self.predictor = BoxPredictor(representation_size, num_classes)
-        self.matcher = Matcher(fg_iou_threshold, fg_iou_threshold, allow_low_quality_matches=False)
-        self.sampler = BalancedSampler(batch_size_per_image, positive_fraction)
+        self.pooler = build_roi_pooler(strides, POOL_SIZE, SAMPLING_RATIO, settings.canonical_scale,
+                                       settings.canonical_level)
+        self.box_head = TwoMLPHead(in_channels * POOL_SIZE**2, settings.representation_size)
+        self.predictor = BoxPredictor(settings.representation_size, num_classes)
+        matching = settings.matching
+        self.matcher = Matcher(matching.fg_iou_threshold, matching.bg_iou_threshold, matching.allow_low_quality_matches)
+        self.sampler = BalancedSampler(settings.sampling.batch_size_per_image, settings.sampling.positive_fraction)
         self.box_coder = BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
-        self.box_loss = box_loss
-        self.score_threshold, self.nms_threshold, self.detections_per_image = score_threshold, nms_threshold, detections_per_image
+        self.box_loss = settings.box_loss
+        self.inference = inference
 
     def forward(
         self, features: list[torch.Tensor], proposals: list[torch.Tensor], image_sizes: list[tuple[int, int]],
@@ -142,7 +127,7 @@ class RoIHeads(nn.Module):
         label 0..K-1 for positives, K for background) and matched gt boxes (R_i, 4) (meaningful for
         positives only; background rows hold the RoI itself).
         """
-        self.check_labels(targets)
+        check_labels(targets, self.num_classes)
         candidates = [torch.cat([p.float(), t["boxes"].float()]) for p, t in zip(proposals, targets)]  # (R_i + M, 4)
         matched = [self.matcher(box_iou(t["boxes"], c)) for t, c in zip(targets, candidates)]
         positives, negatives = self.sampler(matched)
@@ -187,20 +172,5 @@ class RoIHeads(nn.Module):
         scores = logits.float().softmax(dim=1)[:, :num_classes]  # (R, K): column K is background
         boxes = self.box_coder.decode(deltas.float().reshape(-1, 4), proposals.float().repeat_interleave(num_classes, 0))  # (R*K, 4)
         labels = torch.arange(num_classes, device=logits.device).repeat(num_rois)  # (R*K,)
-        keep = torch.nonzero(scores.flatten() > self.score_threshold).squeeze(1)
-        return select_detections(boxes[keep], scores.flatten()[keep], labels[keep], image_size,
-                                 self.nms_threshold, self.detections_per_image)
-
-    def check_labels(self, targets: list[dict]) -> None:
-        """Raise if a target label is outside 0..K-1 (label K would silently train as background)."""
-        labels = torch.cat([t["labels"] for t in targets])
-        if len(labels) == 0:
-            return
-        low, high = labels.aminmax()  # one device sync per step
-        if low < 0 or high >= self.num_classes:
-            for index, target in enumerate(targets):
-                bad = (target["labels"] < 0) | (target["labels"] >= self.num_classes)
-                if bad.any():
-                    image = target.get("image_id", f"#{index} of the batch")
-                    raise ValueError(f"image {image}: labels must be in 0..{self.num_classes - 1} (num_classes="
-                                     f"{self.num_classes}), got {target['labels'].tolist()}; see detkit/data/categories.py")
+        keep = torch.nonzero(scores.flatten() >= self.inference.score_threshold).squeeze(1)
+        return select_detections(boxes[keep], scores.flatten()[keep], labels[keep], image_size, self.inference)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from detkit.models.dense import DenseAnchorStage, flatten_level
+from detkit.models.settings import Anchors, Proposals
 from detkit.ops import BalancedSampler, batched_nms, clip_boxes_to_image, remove_small_boxes
 
 
@@ -48,50 +49,20 @@ class RegionProposalNetwork(nn.Module):
     Args:
         in_channels: C, the width of every pyramid level.
         strides: stride of each pyramid level, finest first.
-        anchor_sizes: anchor sizes in pixels per level (a tuple per level, one entry per size).
-        aspect_ratios: h / w of the anchors, used on every level.
-        fit_sizes, fit_ratios: the anchors given are placeholders to fit to the training boxes (``DenseAnchorStage``).
-        fg_iou_threshold, bg_iou_threshold: anchors with IoU >= fg are positive, < bg background, between
-            ignored; each ground truth's best anchor is positive even below fg (low-quality matches).
-        batch_size_per_image, positive_fraction: anchors sampled per image for the losses, and the most
-            positives among them.
-        pre_nms_top_n_train / _test: best-scored anchors kept per level and image before NMS.
-        post_nms_top_n_train / _test: proposals kept per image after NMS.
-        nms_threshold: IoU above which a lower-scored proposal of the same level is suppressed.
-        min_size: proposals narrower or lower than this many pixels are dropped.
-        box_loss: "l1", "smooth_l1" or "giou" (see ``detkit.models.box_loss``).
+        anchors: the ``Anchors`` group (placeholders to fit to the training boxes when "auto", ``DenseAnchorStage``).
+        settings: the ``Proposals`` group: matching, sampling, top-n before and after NMS, NMS IoU (per level),
+            smallest proposal side, box loss.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        strides: list[int],
-        anchor_sizes: tuple[tuple[float, ...], ...],
-        aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
-        fg_iou_threshold: float = 0.7,
-        bg_iou_threshold: float = 0.3,
-        batch_size_per_image: int = 256,
-        positive_fraction: float = 0.5,
-        pre_nms_top_n_train: int = 2000,
-        pre_nms_top_n_test: int = 1000,
-        post_nms_top_n_train: int = 1000,
-        post_nms_top_n_test: int = 1000,
-        nms_threshold: float = 0.7,
-        min_size: float = 1e-3,
-        box_loss: str = "smooth_l1",
-        fit_sizes: bool = False,
-        fit_ratios: bool = False,
-    ):
+    def __init__(self, *, in_channels: int, strides: list[int], anchors: Anchors, settings: Proposals):
         super().__init__()
-        self.dense = DenseAnchorStage(
-            strides=strides, anchor_sizes=anchor_sizes, aspect_ratios=aspect_ratios, fg_iou_threshold=fg_iou_threshold,
-            bg_iou_threshold=bg_iou_threshold, allow_low_quality_matches=True, box_loss=box_loss,
-            fit_sizes=fit_sizes, fit_ratios=fit_ratios)
+        self.dense = DenseAnchorStage(strides=strides, anchors=anchors, matching=settings.matching,
+                                      box_loss=settings.box_loss)
         self.head = RPNHead(in_channels, self.dense.num_anchors_per_location)
-        self.sampler = BalancedSampler(batch_size_per_image, positive_fraction)
-        self.pre_nms_top_n = {True: pre_nms_top_n_train, False: pre_nms_top_n_test}
-        self.post_nms_top_n = {True: post_nms_top_n_train, False: post_nms_top_n_test}
-        self.nms_threshold, self.min_size = nms_threshold, min_size
+        self.sampler = BalancedSampler(settings.sampling.batch_size_per_image, settings.sampling.positive_fraction)
+        self.pre_nms_top_n = {True: settings.pre_nms_top_n_train, False: settings.pre_nms_top_n_test}
+        self.post_nms_top_n = {True: settings.post_nms_top_n_train, False: settings.post_nms_top_n_test}
+        self.nms_threshold, self.min_size = settings.nms_threshold, settings.min_size
 
     def forward(
         self, features: list[torch.Tensor], image_sizes: list[tuple[int, int]], targets: list[dict] | None = None
