@@ -25,7 +25,7 @@ def resized_item(datamodule, split: str, index: int):
     """(image (3, H, W), target) of item ``index`` of the split, resized only (the val pipeline)."""
     images, annotations = ((datamodule.train_images, datamodule.train_annotations) if split == "train" else
                            (datamodule.val_images, datamodule.val_annotations))
-    resize_only = build_transforms(False, datamodule.min_size, datamodule.max_size)
+    resize_only = build_transforms(False, datamodule.min_size, datamodule.max_size, resize=datamodule.resize)
     dataset = CocoDetection(images, annotations, transforms=resize_only)
     if not 0 <= index < len(dataset):
         raise SystemExit(f"error: --image {index}: the {split} split ({annotations}) has images 0..{len(dataset) - 1}")

@@ -64,8 +64,10 @@ def rgb_array(image: Image.Image) -> np.ndarray:
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32 in [0, 1], the models' input (they normalise themselves)."""
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
+    """(H, W, 3) uint8 RGB, or float32 already in [0, 1] (the torchvision resize's output) -> (3, H, W) float32
+    in [0, 1], the models' input (they normalise themselves)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
+    return tensor if image.dtype == np.float32 else tensor.div_(255.0)
 
 
 def read_coco_json(path: str) -> dict:

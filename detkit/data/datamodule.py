@@ -16,7 +16,7 @@ from detkit.data.collate import make_collate_fn, padded_size
 from detkit.data.resumable import ResumableLoader
 from detkit.data.shapes import SHAPES_CATEGORIES, generate_shapes
 from detkit.data.split_checks import check_split_paths, check_train_split, check_val_split
-from detkit.data.transforms import build_transforms, resized_size
+from detkit.data.transforms import build_transforms, check_resize_mode, padding_fill, resized_size
 
 BUILTIN_DATASETS = {"shapes": (generate_shapes, SHAPES_CATEGORIES)}
 
@@ -56,6 +56,8 @@ class DetectionDataModule(L.LightningDataModule):
         seed: seeds the train shuffling, the augmentation and the workers: a given seed gives the same batches.
         min_size, max_size: aspect-preserving resize, shorter side to ``min_size``, longer capped at ``max_size``.
         size_divisor: padded batch sides are multiples of this (the model's largest stride).
+        resize: "cv2" (detkit's resize) or "torchvision" (``GeneralizedRCNNTransform``'s exactly, padding
+            included: for models imported from torchvision, ``detkit.data.transforms``).
         train_augmentations: albumentations specs such as ``[{"type": "HorizontalFlip", "p": 0.5}]``.
         drop_empty: leave training images without objects out (validation always keeps them).
         skip_bad_images: skip missing/unreadable images with a warning instead of failing.
@@ -77,6 +79,7 @@ class DetectionDataModule(L.LightningDataModule):
         min_size: int = 128,
         max_size: int = 128,
         size_divisor: int = 32,
+        resize: str = "cv2",
         train_augmentations: list[dict] | None = None,
         drop_empty: bool = False,
         skip_bad_images: bool = False,
@@ -92,6 +95,7 @@ class DetectionDataModule(L.LightningDataModule):
                 raise ValueError(f"data.{key} must be >= 1, got {value}")
         if num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        check_resize_mode(resize, "data.resize")
         self.save_hyperparameters()
         self.train_images, self.train_annotations = train_images, train_annotations
         self.val_images, self.val_annotations = val_images, val_annotations
@@ -99,7 +103,7 @@ class DetectionDataModule(L.LightningDataModule):
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers
         self.seed = seed
-        self.min_size, self.max_size, self.size_divisor = min_size, max_size, size_divisor
+        self.min_size, self.max_size, self.size_divisor, self.resize = min_size, max_size, size_divisor, resize
         self.train_augmentations = train_augmentations
         self.drop_empty, self.skip_bad_images, self.cache_images = drop_empty, skip_bad_images, cache_images
         self.builtin = builtin
@@ -179,7 +183,7 @@ class DetectionDataModule(L.LightningDataModule):
             check_split_paths("val", self.val_images, self.val_annotations)
             self._val_dataset = CocoDetection(
                 self.val_images, self.val_annotations,
-                transforms=build_transforms(False, self.min_size, self.max_size),
+                transforms=build_transforms(False, self.min_size, self.max_size, resize=self.resize),
                 skip_bad_images=self.skip_bad_images, cache_images=self.cache_images)
             self._check_same_categories(self._val_dataset, "data.val_annotations")
             check_val_split(self._val_dataset)
@@ -197,7 +201,8 @@ class DetectionDataModule(L.LightningDataModule):
             check_split_paths("train", self.train_images, self.train_annotations)
             self.train_dataset = CocoDetection(
                 self.train_images, self.train_annotations,
-                transforms=build_transforms(True, self.min_size, self.max_size, self.train_augmentations, seed=self.seed),
+                transforms=build_transforms(True, self.min_size, self.max_size, self.train_augmentations, seed=self.seed,
+                                            resize=self.resize),
                 drop_empty=self.drop_empty, skip_bad_images=self.skip_bad_images, cache_images=self.cache_images)
             self._check_same_categories(self.train_dataset, "data.train_annotations")
             check_train_split(self.train_dataset, self.drop_empty, self.skip_bad_images)
@@ -225,7 +230,7 @@ class DetectionDataModule(L.LightningDataModule):
         items = [all_items[i] for i in evenly_spread(len(all_items), max_images)]
         sizes, boxes, labels = [], [], []
         for (height, width), image_boxes, image_labels in items:
-            new_height, new_width = resized_size(height, width, self.min_size, self.max_size)
+            new_height, new_width = resized_size(height, width, self.min_size, self.max_size, self.resize)
             scale = np.array([new_width / width, new_height / height] * 2, dtype=np.float32)
             sizes.append(padded_size(new_height, new_width, self.size_divisor))
             boxes.append(torch.from_numpy(image_boxes * scale).reshape(-1, 4))
@@ -234,7 +239,8 @@ class DetectionDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: CocoDetection, batch_size: int, loader=DataLoader, **kwargs):
         return loader(
-            dataset, batch_size=batch_size, num_workers=self.num_workers, collate_fn=make_collate_fn(self.size_divisor),
+            dataset, batch_size=batch_size, num_workers=self.num_workers,
+            collate_fn=make_collate_fn(self.size_divisor, padding_fill(self.resize)),
             worker_init_fn=seed_worker, persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
             **kwargs)
 

@@ -1,5 +1,9 @@
 """Albumentations pipelines built from YAML-friendly specs, followed by an aspect-preserving resize.
 
+Two resize modes (``data.resize``): "cv2" (detkit's own: cv2 on uint8, area filter when shrinking, sides
+rounded) and "torchvision" (``GeneralizedRCNNTransform``'s exactly: bilinear ``F.interpolate`` on the float
+image, sides truncated, padding that is 0 after normalisation), for models imported from torchvision.
+
 A spec is a dict naming an albumentations class and its keyword arguments, e.g.
 ``{"type": "HorizontalFlip", "p": 0.5}`` or ``{"type": "RandomResizedCrop", "size": [128, 128],
 "scale": [0.5, 1.0]}``. Containers take nested specs: ``{"type": "OneOf", "transforms": [...]}``.
@@ -14,6 +18,17 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
+
+from detkit.models.fpn import IMAGENET_MEAN
+
+RESIZE_MODES = ("cv2", "torchvision")
+
+
+def check_resize_mode(resize: str, key: str = "data.resize") -> None:
+    """ValueError naming ``key`` unless ``resize`` is one of ``RESIZE_MODES``."""
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"{key} must be one of {RESIZE_MODES}, got {resize!r}")
 
 
 def build_augmentation(spec: dict, where: str = "augmentations") -> A.BasicTransform | A.BaseCompose:
@@ -54,10 +69,47 @@ def resize_scale(height: int, width: int, min_size: int, max_size: int) -> float
     return scale
 
 
-def resized_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
-    """(h, w) of an image of (height, width) after the aspect-preserving resize of ``resize_scale``."""
+def torchvision_scale_factor(height: int, width: int, min_size: int, max_size: int) -> float:
+    """``GeneralizedRCNNTransform``'s factor, computed as it does: min(min_size / shorter, max_size / longer)."""
+    return min(min_size / min(height, width), max_size / max(height, width))
+
+
+def resized_size(height: int, width: int, min_size: int, max_size: int, resize: str = "cv2") -> tuple[int, int]:
+    """(h, w) of an image of (height, width) after the aspect-preserving resize of mode ``resize``."""
+    if resize == "torchvision":
+        factor = torchvision_scale_factor(height, width, min_size, max_size)
+        return int(height * factor), int(width * factor)  # F.interpolate truncates the output size
     factor = resize_scale(height, width, min_size, max_size)
     return max(1, round(height * factor)), max(1, round(width * factor))
+
+
+def resize_with_cv2(image: np.ndarray, min_size: int, max_size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H', W', 3) uint8 of ``resized_size(..., "cv2")``: area filter when shrinking."""
+    height, width = image.shape[:2]
+    new_height, new_width = resized_size(height, width, min_size, max_size)
+    if (new_height, new_width) == (height, width):
+        return image
+    shrinks = resize_scale(height, width, min_size, max_size) < 1
+    return cv2.resize(image, (new_width, new_height), interpolation=cv2.INTER_AREA if shrinks else cv2.INTER_LINEAR)
+
+
+def resize_like_torchvision(image: np.ndarray, min_size: int, max_size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H', W', 3) float32 in [0, 1], the call of torchvision's ``_resize_image_and_masks``.
+
+    torchvision normalises before resizing; bilinear weights sum to 1, so resizing first and letting the model
+    normalise gives the same tensor up to float rounding (~1e-7).
+    """
+    height, width = image.shape[:2]
+    tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)  # (3, H, W)
+    resized = F.interpolate(tensor[None], scale_factor=torchvision_scale_factor(height, width, min_size, max_size),
+                            mode="bilinear", recompute_scale_factor=True, align_corners=False)[0]
+    return resized.permute(1, 2, 0).numpy()
+
+
+def padding_fill(resize: str) -> tuple[float, ...] | float:
+    """What ``collate_detection`` pads with: torchvision pads the normalised image with 0, which is the
+    ImageNet mean before detkit's models normalise; detkit's own mode pads with 0 (black)."""
+    return IMAGENET_MEAN if resize == "torchvision" else 0.0
 
 
 def to_original_pixels(boxes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -69,21 +121,23 @@ def to_original_pixels(boxes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor
 
 
 class DetectionTransform:
-    """``augment`` (optional albumentations Compose) then an aspect-preserving resize.
+    """``augment`` (optional albumentations Compose) then an aspect-preserving resize of mode ``resize``.
 
     Call with ``image`` (H, W, 3) uint8 RGB, ``boxes`` (N, 4) float32 xyxy pixels inside the image,
-    ``labels`` (N,) int64. Returns ``(image (H', W', 3) uint8, boxes (N', 4) float32, labels (N',) int64,
-    scale (sx, sy))`` where ``scale`` is the factor of the final resize: new = input * scale per axis, with
-    the rounding of the output size included. Without geometric augmentation (val/test) this maps the
+    ``labels`` (N,) int64. Returns ``(image (H', W', 3), boxes (N', 4) float32, labels (N',) int64,
+    scale (sx, sy))``, the image uint8 ("cv2") or float32 in [0, 1] ("torchvision"), where ``scale`` is the
+    factor of the final resize: new = input * scale per axis, with the rounding of the output size included. Without geometric augmentation (val/test) this maps the
     original image to the output exactly; after a random crop it is relative to the cropped image.
     """
 
-    def __init__(self, min_size: int, max_size: int, augment: A.Compose | None = None):
+    def __init__(self, min_size: int, max_size: int, augment: A.Compose | None = None, resize: str = "cv2"):
         if min_size <= 0 or max_size <= 0:
             raise ValueError(f"min_size and max_size must be positive, got {min_size} and {max_size}")
+        check_resize_mode(resize)
         self.min_size = int(min_size)
         self.max_size = int(max_size)
         self.augment = augment
+        self.resize = resize
 
     def reseed(self, seed: int) -> None:
         """Re-seed the augmentation's random state (one distinct seed per DataLoader worker)."""
@@ -119,11 +173,9 @@ class DetectionTransform:
 
     def _resize(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray):
         height, width = image.shape[:2]
-        new_height, new_width = resized_size(height, width, self.min_size, self.max_size)
-        if (new_height, new_width) != (height, width):
-            shrinks = resize_scale(height, width, self.min_size, self.max_size) < 1
-            interpolation = cv2.INTER_AREA if shrinks else cv2.INTER_LINEAR
-            image = cv2.resize(image, (new_width, new_height), interpolation=interpolation)
+        resize = resize_like_torchvision if self.resize == "torchvision" else resize_with_cv2
+        image = resize(image, self.min_size, self.max_size)
+        new_height, new_width = image.shape[:2]
         scale = (new_width / width, new_height / height)
         boxes = boxes * np.array([scale[0], scale[1], scale[0], scale[1]], dtype=np.float32)
         # float rounding may put an edge a hair beyond the border
@@ -141,7 +193,8 @@ def _random_steps(augment) -> list:
 
 
 def build_transforms(train: bool, min_size: int, max_size: int, augmentations: list[dict] | None = None,
-                     seed: int | None = 0, min_visibility: float = 0.3, min_area: float = 4.0) -> DetectionTransform:
+                     seed: int | None = 0, min_visibility: float = 0.3, min_area: float = 4.0,
+                     resize: str = "cv2") -> DetectionTransform:
     """The train pipeline (``augmentations`` then resize) or the val/test pipeline (resize only).
 
     Args:
@@ -150,6 +203,7 @@ def build_transforms(train: bool, min_size: int, max_size: int, augmentations: l
         augmentations: YAML-friendly specs, e.g. ``[{"type": "HorizontalFlip", "p": 0.5}]``.
         seed: seed of the albumentations random state (workers re-seed it, see ``DetectionTransform.reseed``).
         min_visibility, min_area: boxes that augmentation leaves less visible / smaller (px^2) are dropped.
+        resize: one of ``RESIZE_MODES`` (see the module docstring).
     """
     augment = None
     if train and augmentations:
@@ -160,4 +214,4 @@ def build_transforms(train: bool, min_size: int, max_size: int, augmentations: l
                                    min_area=min_area, min_width=1.0, min_height=1.0, clip=True,
                                    filter_invalid_bboxes=True)
         augment = A.Compose(steps, bbox_params=bbox_params, seed=seed)
-    return DetectionTransform(min_size, max_size, augment)
+    return DetectionTransform(min_size, max_size, augment, resize)

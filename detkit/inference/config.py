@@ -19,7 +19,7 @@ from detkit.inference.checkpoint import METADATA_KEY, CheckpointError
 
 # Detector classes an embedded or beside config may name; an explicit config may name any nn.Module.
 TRUSTED_DETECTORS = "detkit.models."
-INPUT_KEYS = ("min_size", "max_size", "size_divisor")
+INPUT_KEYS = ("min_size", "max_size", "size_divisor", "resize")
 
 
 @dataclass(frozen=True)
@@ -124,9 +124,10 @@ def configured_classes(run_config: RunConfig) -> CategoryMapping:
         raise CheckpointError(f"{run_config.source}: the data section gives no classes: {error}") from None
 
 
-def input_settings(run_config: RunConfig) -> dict[str, int]:
-    """``min_size``, ``max_size`` and ``size_divisor`` of the config's data section, where unset the
-    ``DetectionDataModule`` defaults: the resize and padding that validation applies."""
+def input_settings(run_config: RunConfig) -> dict[str, int | str]:
+    """``min_size``, ``max_size``, ``size_divisor`` (ints) and ``resize`` (the mode) of the config's data
+    section, where unset the ``DetectionDataModule`` defaults: the resize and padding that validation applies."""
     defaults = inspect.signature(DetectionDataModule.__init__).parameters
     data = run_config.values.get("data") or {}
-    return {key: int(data.get(key, defaults[key].default)) for key in INPUT_KEYS}
+    settings = {key: data.get(key, defaults[key].default) for key in INPUT_KEYS}
+    return {key: value if key == "resize" else int(value) for key, value in settings.items()}

@@ -1,7 +1,8 @@
 """``detkit.load(checkpoint)`` -> a ``Detector`` whose ``predict(images)`` returns boxes in each image's own pixels.
 
-Prediction runs the validation path: the val resize (``build_transforms(False, min_size, max_size)``), the
-val batching (``collate_detection``, padding to ``size_divisor``), the model (which normalises), and the
+Prediction runs the validation path: the val resize (``build_transforms(False, min_size, max_size, resize=...)``,
+the mode the checkpoint's config names), the val batching (``collate_detection``, padding to ``size_divisor``
+with ``padding_fill(resize)``), the model (which normalises), and the
 validation step's mapping back to the original image (``to_original_pixels``), then clipping to it.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch import nn
 
 from detkit.data.coco import image_to_tensor
 from detkit.data.collate import collate_detection
-from detkit.data.transforms import build_transforms, to_original_pixels
+from detkit.data.transforms import build_transforms, padding_fill, to_original_pixels
 from detkit.inference.checkpoint import (
     CheckpointError, check_state_fits, checkpoint_classes, detector_state_dict, read_checkpoint,
 )
@@ -52,19 +53,20 @@ class Detector:
     Args:
         model: a detkit detector (``forward(images, image_sizes)`` -> per image boxes, scores, labels).
         class_names, category_ids: per training label, the class name and the COCO category id.
-        min_size, max_size, size_divisor: the resize and padding of the model's validation (``data.*`` keys).
+        min_size, max_size, size_divisor, resize: the resize and padding of the model's validation (``data.*``
+            keys; ``resize`` "cv2" or "torchvision", ``detkit.data.transforms``).
         device: where the model runs ("cpu", "cuda", "cuda:1", ...); None: CUDA when available, else the CPU.
     """
 
     def __init__(self, *, model: nn.Module, class_names: Sequence[str], category_ids: Sequence[int], min_size: int,
-                 max_size: int, size_divisor: int, device: str | torch.device | None = None):
+                 max_size: int, size_divisor: int, resize: str = "cv2", device: str | torch.device | None = None):
         if len(class_names) != len(category_ids):
             raise ValueError(f"{len(class_names)} class_names for {len(category_ids)} category_ids")
         self.device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device).eval()
         self.class_names, self.category_ids = list(class_names), [int(i) for i in category_ids]
-        self.transform = build_transforms(False, min_size, max_size)
-        self.size_divisor = size_divisor
+        self.transform = build_transforms(False, min_size, max_size, resize=resize)
+        self.size_divisor, self.pad_value = size_divisor, padding_fill(resize)
 
     @torch.no_grad()
     def predict(self, images: ImageInput | Sequence[ImageInput], score_threshold: float = 0.0,
@@ -93,13 +95,14 @@ class Detector:
         return predictions
 
     def _predict_batch(self, arrays: list[np.ndarray], score_threshold: float) -> list[Prediction]:
-        batch = collate_detection([self._preprocess(array) for array in arrays], size_divisor=self.size_divisor)
+        batch = collate_detection([self._preprocess(array) for array in arrays], size_divisor=self.size_divisor,
+                                  pad_value=self.pad_value)
         detections = self.model(batch["images"].to(self.device), batch["image_sizes"])
         return [self._to_prediction(detection, target, score_threshold)
                 for detection, target in zip(detections, batch["targets"])]
 
     def _preprocess(self, array: np.ndarray) -> tuple[torch.Tensor, dict]:
-        """(H, W, 3) uint8 -> the validation input (3, H', W') float32 and the scale that maps back."""
+        """(H, W, 3) uint8 -> the validation input (3, H', W') float32 in [0, 1] and the scale that maps back."""
         image, _, _, scale = self.transform(array, np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
         target = {"scale": torch.tensor(scale, dtype=torch.float32), "orig_size": tuple(array.shape[:2])}
         return image_to_tensor(image), target
