@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install test demo bench clean
+.PHONY: install test lint docs demo bench clean
 
 install: $(STAMP)
 
@@ -15,8 +15,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check detkit tools tests
+
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --quiet
 
 demo: $(STAMP)
 	$(PY) tools/demo.py
@@ -38,4 +44,4 @@ gpu-wheels: $(STAMP)
 	$(PY) tools/gpu_check.py --download-wheels $(GPU_WHEELS)
 
 clean:
-	rm -rf $(VENV) lightning_logs runs
+	rm -rf $(VENV) lightning_logs runs site

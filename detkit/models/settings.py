@@ -16,6 +16,9 @@ from typing import Literal
 DETECTOR_KEY = "model.detector.init_args"
 BOX_LOSSES = ("l1", "smooth_l1", "giou")
 NORMS = ("bn", "frozen_bn", "gn")
+MOBILENET = "mobilenet_v3_large"
+EXTRA_BLOCKS = ("conv", "conv_from_input", "max_pool")
+STRIDE_RULES = ("level", "padded_image")
 OCTAVE_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))  # RetinaNet's three anchor sizes an octave
 
 
@@ -55,11 +58,15 @@ def check_box_loss(key: str, value: str) -> None:
 class Backbone:
     """The trunk (``detkit.models.backbones``).
 
-    name: "tiny" (a plain CNN for CPU training from scratch), "resnet18", "resnet34" or "resnet50".
-    weights: None (random init), a torchvision weights name such as "DEFAULT" (downloads: needs internet), or a
-        local file holding a torchvision state dict.
-    norm: "bn", "frozen_bn" (keeps pretrained statistics; the usual choice when fine-tuning) or "gn".
-    trainable_layers: how many of (layer4, layer3, layer2, layer1, stem) train, counted from the top; 5: all.
+    Args:
+        name: "tiny" (a plain CNN for CPU training from scratch), "resnet18", "resnet34", "resnet50" or
+        "mobilenet_v3_large" (its FPN inputs are torchvision's: the first stride-32 block and the final 1x1 conv,
+        both at stride 32; use it with ``fpn.min_level`` 5).
+        weights: None (random init), a torchvision weights name such as "DEFAULT" (downloads: needs internet), or a
+            local file holding a torchvision state dict.
+        norm: "bn", "frozen_bn" (keeps pretrained statistics; the usual choice when fine-tuning) or "gn".
+        trainable_layers: how many of (layer4, layer3, layer2, layer1, stem) train, counted from the top; 5: all
+        (MobileNetV3: its 6 stages as torchvision counts them; 6: all).
     """
 
     name: str = "resnet50"
@@ -73,25 +80,47 @@ class Backbone:
     def check(self, key: str) -> None:
         if self.norm not in NORMS:
             _fail(f"{key}.norm", f"be one of {NORMS}", self.norm)
-        if not 0 <= self.trainable_layers <= 5:
-            _fail(f"{key}.trainable_layers", "lie in [0, 5]", self.trainable_layers)
+        if not 0 <= self.trainable_layers <= self.num_stages:
+            _fail(f"{key}.trainable_layers", f"lie in [0, {self.num_stages}]", self.trainable_layers)
         if self.name == "tiny" and self.weights is not None:
             _fail(f"{key}.weights", "be null for backbone 'tiny' (it has no pretrained weights; pick a resnet "
                   f"in {key}.name)", self.weights)
+
+    @property
+    def num_stages(self) -> int:
+        """The stages ``trainable_layers`` counts."""
+        return 6 if self.name == MOBILENET else 5
+
+    @property
+    def coarsest_maps(self) -> int:
+        """Maps the trunk gives the pyramid at its coarsest level: MobileNetV3 gives two at stride 32."""
+        return 2 if self.name == MOBILENET else 1
 
 
 @dataclass(frozen=True)
 class Pyramid:
     """The feature pyramid (``detkit.models.fpn``).
 
-    min_level: the finest backbone level used (3: stride 8); levels run up to 5 (stride 32).
-    channels: C, the width of every pyramid level.
-    extra_levels: levels above the backbone's coarsest, made by stride-2 convs (P6, P7 as in RetinaNet).
+    Args:
+        min_level: the finest backbone level used (3: stride 8); levels run up to 5 (stride 32).
+        channels: C, the width of every pyramid level.
+        extra_levels: levels above the backbone's coarsest (P6, P7), each of half the previous one's size.
+    extra_block: how they are made: "conv": stride-2 3x3 convs, the first on the coarsest output, then on the ReLU of
+        the previous (RetinaNet; torchvision's ``LastLevelP6P7(256, 256)``); "conv_from_input": the same, the first
+        on the coarsest backbone map (C5, torchvision's RetinaNet v2 ``LastLevelP6P7(2048, 256)``); "max_pool":
+        stride-2 subsampling of the previous output, no weights (torchvision's Faster R-CNN ``LastLevelMaxPool``).
+    norm: null, or a norm after every lateral and output conv (which then have no bias): "bn", "frozen_bn" or "gn"
+        (torchvision's Faster R-CNN v2: "bn").
     """
 
     min_level: int = 3
     channels: int = 256
     extra_levels: int = 2
+    extra_block: str = "conv"
+    norm: str | None = None
+
+    def __post_init__(self):
+        _null_to_none(self, "norm")
 
     def check(self, key: str) -> None:
         if self.min_level not in (2, 3, 4, 5):
@@ -99,11 +128,14 @@ class Pyramid:
         check_at_least_one(key, channels=self.channels)
         if self.extra_levels < 0:
             _fail(f"{key}.extra_levels", "be >= 0", self.extra_levels)
+        if self.extra_block not in EXTRA_BLOCKS:
+            _fail(f"{key}.extra_block", f"be one of {EXTRA_BLOCKS}", self.extra_block)
+        if self.norm not in (None, *NORMS):
+            _fail(f"{key}.norm", f"be null or one of {NORMS}", self.norm)
 
-    @property
-    def num_levels(self) -> int:
-        """L, the levels the pyramid outputs."""
-        return 6 - self.min_level + self.extra_levels
+    def num_levels(self, backbone: Backbone) -> int:
+        """L, the levels the pyramid outputs on ``backbone``."""
+        return 5 - self.min_level + backbone.coarsest_maps + self.extra_levels
 
 
 @dataclass(frozen=True)
@@ -111,10 +143,12 @@ class Anchors:
     """The anchors of a dense stage: at every location of level l, ``sizes[l] * s`` for each scale s and each
     aspect ratio (w * h = size^2, h / w = ratio).
 
-    sizes: one base size in pixels per pyramid level, finest first, or "auto": fitted to the training boxes
-        before training (``detkit.models.anchor_fit``), kept in the checkpoint.
-    scales: multipliers of the base size at every location (``OCTAVE_SCALES`` in RetinaNet, (1.0,) in the RPN).
-    aspect_ratios: h / w, the same on every level, or "auto": ``num_aspect_ratios`` ratios fitted to the boxes.
+    Args:
+        sizes: one base size in pixels per pyramid level, finest first, or "auto": fitted to the training boxes
+            before training (``detkit.models.anchor_fit``), kept in the checkpoint.
+        scales: multipliers of the base size at every location (``OCTAVE_SCALES`` in RetinaNet, (1.0,) in the RPN).
+        aspect_ratios: h / w, the same on every level, or "auto": ``num_aspect_ratios`` ratios fitted to the boxes.
+        num_aspect_ratios: how many ratios "auto" fits.
     """
 
     sizes: tuple[float, ...] | Literal["auto"] = (32, 64, 128, 256, 512)
@@ -157,9 +191,13 @@ class Anchors:
 
 @dataclass(frozen=True)
 class Matching:
-    """IoU matching of anchors or proposals to ground truths (``detkit.ops.Matcher``): IoU >= fg_iou_threshold
-    is positive, < bg_iou_threshold background, between ignored (zero loss weight); with
-    ``allow_low_quality_matches`` each ground truth's best anchor is positive even below fg."""
+    """IoU matching of anchors or proposals to ground truths (``detkit.ops.Matcher``).
+
+    Args:
+        fg_iou_threshold: IoU >= this is positive.
+        bg_iou_threshold: IoU < this is background; between the two: ignored (zero loss weight).
+        allow_low_quality_matches: each ground truth's best anchor is positive even below fg_iou_threshold.
+    """
 
     fg_iou_threshold: float = 0.5
     bg_iou_threshold: float = 0.4
@@ -174,8 +212,12 @@ class Matching:
 
 @dataclass(frozen=True)
 class Sampling:
-    """Samples per image for a two-stage loss (``detkit.ops.BalancedSampler``): ``batch_size_per_image``
-    in all, at most ``positive_fraction`` of them positive."""
+    """Samples per image for a two-stage loss (``detkit.ops.BalancedSampler``).
+
+    Args:
+        batch_size_per_image: anchors or RoIs sampled per image.
+        positive_fraction: the most of them that are positive (the rest are background).
+    """
 
     batch_size_per_image: int = 256
     positive_fraction: float = 0.5
@@ -187,8 +229,13 @@ class Sampling:
 
 @dataclass(frozen=True)
 class DenseHead:
-    """RetinaNet's head: two towers of ``depth`` 3x3 convs (norm None or "gn"), the classifier's bias set so
-    every anchor starts at foreground probability ``prior_probability``."""
+    """RetinaNet's head: a class tower and a box tower shared by all pyramid levels.
+
+    Args:
+        depth: 3x3 conv layers in each tower.
+        norm: null or "gn" (GroupNorm after each conv).
+        prior_probability: the classifier's bias makes every anchor start at this foreground probability.
+    """
 
     depth: int = 4
     norm: str | None = None
@@ -208,9 +255,14 @@ class DenseHead:
 
 @dataclass(frozen=True)
 class DenseLoss:
-    """RetinaNet's losses: sigmoid focal loss (alpha -1 and gamma 0: plain BCE) with background anchors
-    weighted by ``background_weight``, and the box loss ("l1", "smooth_l1" or "giou"); both divided by an
-    exponential moving average of the positive anchor count (``normalizer_momentum``; 0: this batch's count)."""
+    """RetinaNet's losses, both divided by an exponential moving average of the positive anchor count.
+
+    Args:
+        focal_alpha, focal_gamma: sigmoid focal loss (alpha -1 and gamma 0: plain BCE).
+        background_weight: loss weight of background anchors (1: standard), for imbalance studies.
+        box_loss: "l1", "smooth_l1" or "giou".
+        normalizer_momentum: momentum of the positive-count average (0: this batch's count).
+    """
 
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
@@ -233,11 +285,12 @@ class DenseLoss:
 class Proposals:
     """Faster R-CNN's region proposal network (``detkit.models.rpn``).
 
-    matching, sampling: which anchors are objects, and how many train the RPN per image.
-    pre_nms_top_n_train / _test: best-scored anchors kept per level and image before NMS.
-    post_nms_top_n_train / _test: proposals kept per image after NMS.
-    nms_threshold: proposal NMS IoU (per level); min_size: proposals narrower or lower than this are dropped.
-    box_loss: "l1", "smooth_l1" or "giou".
+    Args:
+        matching, sampling: which anchors are objects, and how many train the RPN per image.
+        pre_nms_top_n_train / _test: best-scored anchors kept per level and image before NMS.
+        post_nms_top_n_train / _test: proposals kept per image after NMS.
+        nms_threshold: proposal NMS IoU (per level); min_size: proposals narrower or lower than this are dropped.
+        box_loss: "l1", "smooth_l1" or "giou".
     """
 
     matching: Matching = Matching(0.7, 0.3, True)
@@ -265,11 +318,12 @@ class Proposals:
 class RoIHead:
     """Faster R-CNN's second stage (``detkit.models.roi_heads``).
 
-    matching, sampling: which proposals are positive (IoU >= fg; below bg background), and how many RoIs train
-        the head per image (fewer RoIs is the main speed lever on a CPU: RoIAlign's backward dominates).
-    canonical_scale, canonical_level: a RoI of sqrt(area) = canonical_scale is pooled from that level (FPN paper,
-        eq. 1: 224 and 4); smaller RoIs from finer levels.
-    representation_size: width of the two fully connected layers; box_loss: "l1", "smooth_l1" or "giou".
+    Args:
+        matching, sampling: which proposals are positive (IoU >= fg; below bg background), and how many RoIs train
+            the head per image (fewer RoIs is the main speed lever on a CPU: RoIAlign's backward dominates).
+        canonical_scale, canonical_level: a RoI of sqrt(area) = canonical_scale is pooled from that level (FPN paper,
+            eq. 1: 224 and 4); smaller RoIs from finer levels.
+        representation_size: width of the two fully connected layers; box_loss: "l1", "smooth_l1" or "giou".
     """
 
     matching: Matching = Matching(0.5, 0.5, False)
@@ -290,11 +344,12 @@ class RoIHead:
 class Inference:
     """From scored boxes to detections, for both detectors.
 
-    score_threshold: a detection is kept when its score is >= this (the one rule of detkit, also at prediction).
-    nms_threshold: IoU above which a lower-scored box of the same class is suppressed (all classes together
-        with ``class_agnostic``).
-    detections_per_image: the most detections kept per image, best first.
-    topk_candidates: RetinaNet only: best (anchor, class) pairs kept per level before NMS.
+    Args:
+        score_threshold: a detection is kept when its score is >= this (the one rule of detkit, also at prediction).
+        nms_threshold: IoU above which a lower-scored box of the same class is suppressed.
+        detections_per_image: the most detections kept per image, best first.
+        topk_candidates: RetinaNet only: best (anchor, class) pairs kept per level before NMS.
+        class_agnostic: NMS over all classes together instead of per class.
     """
 
     score_threshold: float = 0.05
