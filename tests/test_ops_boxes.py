@@ -3,7 +3,8 @@ import pytest
 import torch
 import torchvision
 
-from detkit.ops import box_area, box_iou, clip_boxes_to_image, generalized_box_iou, remove_small_boxes
+from detkit.ops import (box_area, box_iou, clip_boxes_to_image, generalized_box_iou, paired_generalized_box_iou,
+                        remove_small_boxes)
 from detkit.ops import boxes as boxes_module
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -151,3 +152,18 @@ def test_cuda_equals_torchvision():
     torch.testing.assert_close(box_iou(boxes1, boxes2), torch.nan_to_num(torchvision.ops.box_iou(boxes1, boxes2)))
     torch.testing.assert_close(generalized_box_iou(boxes1, boxes2), torchvision_giou_without_nan(boxes1, boxes2))
     assert box_iou(boxes1.half(), boxes2.half()).dtype == torch.float32
+
+
+def test_paired_giou_by_hand_and_against_torchvision_giou_loss():
+    # identical boxes: 1; disjoint unit squares 1 px apart: IoU 0, hull 3 x 1, union 2 -> 0 - (3 - 2) / 3
+    boxes1 = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0]])
+    boxes2 = torch.tensor([[0.0, 0.0, 2.0, 2.0], [2.0, 0.0, 3.0, 1.0]])
+    assert paired_generalized_box_iou(boxes1, boxes2).tolist() == pytest.approx([1.0, -1 / 3])
+    generator = torch.Generator().manual_seed(0)
+    first, second = random_boxes(300, generator), random_boxes(300, generator)
+    first[:, 2:] += 1.0  # positive areas, as decoded predictions have
+    second[:, 2:] += 1.0
+    paired = paired_generalized_box_iou(first, second)  # (P,)
+    torch.testing.assert_close(paired, generalized_box_iou(first, second).diagonal(), rtol=1e-5, atol=1e-6)
+    loss = torchvision.ops.generalized_box_iou_loss(first, second, reduction="none", eps=1e-7)
+    torch.testing.assert_close(1.0 - paired, loss, rtol=1e-5, atol=1e-6)

@@ -8,20 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from detkit.models.settings import BOX_LOSSES
-from detkit.ops import BoxCoder
-
-
-def paired_giou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """Generalized IoU of matching pairs: boxes1, boxes2 (P, 4) xyxy -> (P,) (not the P x P matrix)."""
-    boxes1, boxes2 = boxes1.float(), boxes2.float()
-    top_left = torch.max(boxes1[:, :2], boxes2[:, :2])  # (P, 2)
-    bottom_right = torch.min(boxes1[:, 2:], boxes2[:, 2:])  # (P, 2)
-    inter = (bottom_right - top_left).clamp(min=0).prod(dim=1)  # (P,)
-    area1 = (boxes1[:, 2:] - boxes1[:, :2]).clamp(min=0).prod(dim=1)  # (P,)
-    area2 = (boxes2[:, 2:] - boxes2[:, :2]).clamp(min=0).prod(dim=1)  # (P,)
-    union = area1 + area2 - inter  # (P,)
-    hull = (torch.max(boxes1[:, 2:], boxes2[:, 2:]) - torch.min(boxes1[:, :2], boxes2[:, :2])).prod(dim=1)  # (P,)
-    return inter / union.clamp(min=eps) - (hull - union) / hull.clamp(min=eps)
+from detkit.ops import BoxCoder, paired_generalized_box_iou
 
 
 def box_regression_loss(
@@ -42,7 +29,7 @@ def box_regression_loss(
     """
     if kind == "giou":
         pred_boxes = box_coder.decode(pred_deltas.float(), anchors)  # (P, 4)
-        return (1.0 - paired_giou(pred_boxes, gt_boxes)).sum()
+        return (1.0 - paired_generalized_box_iou(pred_boxes, gt_boxes)).sum()
     target_deltas = box_coder.encode(gt_boxes, anchors)  # (P, 4)
     if kind == "l1":
         return F.l1_loss(pred_deltas.float(), target_deltas, reduction="sum")

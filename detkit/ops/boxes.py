@@ -1,4 +1,4 @@
-"""Box geometry: areas, pairwise IoU and generalized IoU, clipping, small-box filtering.
+"""Box geometry: areas, pairwise IoU and generalized IoU, paired GIoU, clipping, small-box filtering.
 
 Boxes are float tensors (..., 4) in absolute-pixel xyxy with x1 <= x2 and y1 <= y2.
 
@@ -82,10 +82,39 @@ def generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Ten
     return _pairwise_by_row_blocks(boxes1, boxes2, _giou_block, num_scratch=4)
 
 
+def paired_generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Generalized IoU of matching pairs, the diagonal of ``generalized_box_iou`` without the P x P matrix: what a
+    GIoU box loss needs for P predictions and their P targets.
+
+    Args:
+        boxes1, boxes2: (P, 4) xyxy, any float dtype; row i of one is paired with row i of the other.
+        eps: floor of the union and the enclosing area (as torchvision's GIoU loss), so degenerate pairs give
+            finite values and gradients.
+    Returns:
+        (P,) float32 (float64 if an input is float64).
+    """
+    _check_boxes(boxes1, "boxes1")
+    _check_boxes(boxes2, "boxes2")
+    dtype = compute_dtype(boxes1, boxes2)
+    boxes1, boxes2 = boxes1.to(dtype), boxes2.to(dtype)
+    top_left = torch.max(boxes1[:, :2], boxes2[:, :2])  # (P, 2)
+    bottom_right = torch.min(boxes1[:, 2:], boxes2[:, 2:])  # (P, 2)
+    inter = (bottom_right - top_left).clamp(min=0).prod(dim=1)  # (P,)
+    union = box_area(boxes1) + box_area(boxes2) - inter  # (P,)
+    hull = (torch.max(boxes1[:, 2:], boxes2[:, 2:]) - torch.min(boxes1[:, :2], boxes2[:, :2])).prod(dim=1)  # (P,)
+    return inter / union.clamp(min=eps) - (hull - union) / hull.clamp(min=eps)
+
+
 def clip_boxes_to_image(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Clamp boxes (..., 4) xyxy into an image of size (h, w): x to [0, w], y to [0, h]. Same shape and dtype."""
+    """Clamp boxes (..., 4) xyxy into an image of size (h, w): x to [0, w], y to [0, h]. Same shape and dtype.
+
+    ``size`` may hold 0-dim tensors (the traced image size of an ONNX export), which stay in the graph.
+    """
     height, width = size
-    limits = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)  # (4,)
+    if isinstance(height, torch.Tensor):
+        limits = torch.stack([width, height, width, height]).to(boxes)  # (4,)
+    else:
+        limits = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)  # (4,)
     return torch.minimum(boxes.clamp(min=0), limits)
 
 
