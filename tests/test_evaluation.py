@@ -1,6 +1,7 @@
 """CocoEvaluator against tiny hand-made COCO ground truth with hand-computed AP."""
 from __future__ import annotations
 
+import gc
 import json
 import math
 
@@ -11,7 +12,8 @@ import torch
 from pycocotools.coco import COCO
 
 from detkit.evaluation import STAT_NAMES, CocoEvaluator, format_per_class_table
-from detkit.evaluation.coco import ImageDetections, merge_records
+from detkit.evaluation.coco import (ImageDetections, collector_paused, merge_records, result_columns, results_array,
+                                    to_coco_results)
 
 
 def make_coco_gt(images: dict[int, tuple[int, int]], annotations: list[tuple], categories: dict[int, str]) -> COCO:
@@ -194,6 +196,67 @@ def test_results_json_holds_xywh_original_ids_and_replaces_old_file(tmp_path):
         {"image_id": 7, "category_id": 5, "bbox": [0.0, 0.0, 4.0, 8.0], "score": 0.25},
     ]
     assert [p.name for p in path.parent.iterdir()] == ["results.json"]  # no temporary file left behind
+
+
+def per_detection_results(records: dict[int, ImageDetections], category_ids) -> list[dict]:
+    """The straightforward conversion, one detection at a time: the reference for the vectorised one."""
+    results = []
+    for image_id, (boxes, scores, labels) in records.items():
+        for box, score, label in zip(boxes, scores, labels):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            results.append({"image_id": image_id, "category_id": category_ids[int(label)],
+                            "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})
+    return results
+
+
+def random_records(rng: np.random.Generator, num_images: int, num_labels: int) -> dict[int, ImageDetections]:
+    """Images with 0 to 30 detections (some none), in shuffled id order; boxes (K, 4) float32 xyxy."""
+    records = {}
+    for image_id in rng.permutation(np.arange(1, 10 * num_images, 10))[:num_images].tolist():
+        count = int(rng.integers(0, 31)) if image_id % 3 else 0
+        corners = rng.uniform(0, 900, (count, 2))
+        boxes = np.concatenate([corners, corners + rng.uniform(0.1, 300, (count, 2))], axis=1).astype(np.float32)
+        records[image_id] = ImageDetections(boxes, rng.random(count).astype(np.float32),
+                                            rng.integers(0, num_labels, count))
+    return records
+
+
+def test_vectorised_results_equal_the_per_detection_conversion():
+    rng = np.random.default_rng(11)
+    category_ids = [3, 17, 90, 4]
+    records = random_records(rng, 40, len(category_ids))
+    expected = per_detection_results(records, category_ids)
+    assert len(expected) > 200 and any(len(r.scores) == 0 for r in records.values())
+    results = to_coco_results(records, category_ids)
+    assert results == expected
+    assert all(type(r["image_id"]) is int and type(r["category_id"]) is int and type(r["score"]) is float
+               and all(type(v) is float for v in r["bbox"]) for r in results)  # JSON writes ints as ints
+    rows = results_array(result_columns(records, category_ids))
+    np.testing.assert_array_equal(
+        rows, [[r["image_id"], *r["bbox"], r["score"], r["category_id"]] for r in expected])
+
+
+def test_results_of_no_images_and_of_no_detections_are_empty():
+    assert to_coco_results({}, CATEGORY_IDS) == []
+    nothing = ImageDetections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+    assert to_coco_results({4: nothing}, CATEGORY_IDS) == []
+    assert results_array(result_columns({4: nothing}, CATEGORY_IDS)).shape == (0, 7)
+
+
+def test_collector_paused_restores_the_collector_as_it_was():
+    assert gc.isenabled()
+    with pytest.raises(KeyError):
+        with collector_paused():
+            assert not gc.isenabled()
+            raise KeyError("inside")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # a caller that had turned it off keeps it off
+    finally:
+        gc.enable()
 
 
 def test_summary_is_the_twelve_pycocotools_lines(capsys):

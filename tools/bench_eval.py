@@ -1,10 +1,11 @@
-"""Time COCO evaluation with each backend on generated data: pycocotools (the reference) vs faster-coco-eval.
+"""Time COCO evaluation with each backend on generated data: pycocotools (the reference), faster-coco-eval, hotcoco.
 
     python tools/bench_eval.py [--images 5000] [--detections 100] [--classes 10] [--quick]
 
-Both backends evaluate the same detections through ``CocoEvaluator.compute`` (results conversion, loadRes,
-evaluate, accumulate, summarize: what every validation pays). Prints one row per backend: seconds, AP, AP50,
-and the largest difference from pycocotools over the 12 numbers and over the per-class AP / AP50.
+Every backend evaluates the same detections through ``CocoEvaluator.compute`` (results conversion, loadRes,
+evaluate, accumulate, summarize: what every validation pays, less the results JSON). Prints one row per backend:
+seconds, AP, AP50, and the largest difference from pycocotools over the 12 numbers and over the per-class
+AP / AP50.
 """
 from __future__ import annotations
 
@@ -16,8 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from detkit.data.coco import _coco_from_dict
-from detkit.evaluation import EVAL_BACKENDS, STAT_NAMES, CocoEvaluator, EvalResult
+from detkit.evaluation import EVAL_BACKENDS, STAT_NAMES, CocoEvaluator, EvalResult, coco_from_dataset
 
 IMAGE_SIZE = (480, 640)  # (h, w)
 
@@ -32,13 +32,14 @@ class Row:
 
 
 def generated_evaluation(num_images: int, detections_per_image: int, num_classes: int, classes_without_gt: int = 0,
-                         seed: int = 0):
-    """A crowd-free ground truth and detections for it.
+                         seed: int = 0, crowd_every: int = 0):
+    """A ground truth and detections for it.
 
     Images are 640x480 with 1 to 12 objects of categories 1..num_classes - classes_without_gt, sides
     log-uniform in 8..300 px (all three COCO area ranges). Each image gets ``detections_per_image``
     detections of any of the ``num_classes`` categories: up to 3 jittered copies per object (the object's
-    class 4 times in 5), the rest random boxes, all with random scores.
+    class 4 times in 5), the rest random boxes, all with random scores. ``crowd_every`` > 0 makes every
+    ``crowd_every``-th annotation a crowd region (iscrowd=1); 0 keeps the ground truth crowd-free.
 
     Returns (coco_gt, category_ids, detections): detections is a list of (image_id, boxes (D, 4) float32 xyxy
     pixels, scores (D,) float32, labels (D,) int64) per image.
@@ -53,10 +54,11 @@ def generated_evaluation(num_images: int, detections_per_image: int, num_classes
         for box, label in zip(gt_boxes.tolist(), gt_labels.tolist()):
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": label + 1,
                                 "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
-                                "area": (box[2] - box[0]) * (box[3] - box[1]), "iscrowd": 0})
+                                "area": (box[2] - box[0]) * (box[3] - box[1]),
+                                "iscrowd": int(crowd_every > 0 and len(annotations) % crowd_every == 0)})
         detections.append((image_id, *_detections_for(rng, gt_boxes, gt_labels, detections_per_image, num_classes)))
     categories = [{"id": c, "name": f"class{c}"} for c in range(1, num_classes + 1)]
-    coco_gt = _coco_from_dict({"images": images, "annotations": annotations, "categories": categories})
+    coco_gt = coco_from_dataset({"images": images, "annotations": annotations, "categories": categories})
     return coco_gt, [c["id"] for c in categories], detections
 
 

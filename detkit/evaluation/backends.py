@@ -1,16 +1,31 @@
 """The COCOeval implementations ``CocoEvaluator`` can run, behind one interface.
 
-- "pycocotools": the reference, and the default.
+- "pycocotools": the reference.
 - "faster_coco_eval": the faster-coco-eval package (C++ matching and accumulation behind the same COCO /
-  COCOeval interface); the same 12 numbers and precision arrays as pycocotools, several times faster on
-  thousands of images (``tools/bench_eval.py``). Imported only when chosen.
+  COCOeval interface).
+- "hotcoco": the hotcoco package (the whole of loadRes, evaluate and accumulate in Rust), fed the detections
+  as one array instead of a dict per detection.
+
+All three give the same 12 numbers, per-class AP and precision arrays (``tests/test_evaluation_backends.py``
+checks it against pycocotools); ``tools/bench_eval.py`` times them. The optional packages are imported only
+when chosen.
 """
 from __future__ import annotations
+
+import contextlib
+import importlib
+import io
 
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-EVAL_BACKENDS = ("pycocotools", "faster_coco_eval")
+EVAL_BACKENDS = ("pycocotools", "faster_coco_eval", "hotcoco")
+
+# Backends whose loadRes takes the (N, 7) results array itself; the others get a dict per detection, built by
+# detkit faster than their own per-row conversion of an array.
+ARRAY_BACKENDS = ("hotcoco",)
+
+_PACKAGES = {"faster_coco_eval": "faster-coco-eval", "hotcoco": "hotcoco"}
 
 
 def check_backend(backend: str, key: str) -> str:
@@ -20,17 +35,23 @@ def check_backend(backend: str, key: str) -> str:
     return backend
 
 
-def backend_ground_truth(backend: str, coco_gt: COCO):
-    """``coco_gt`` (a pycocotools ``COCO``) as the ``COCO`` class of ``backend``, sharing its dataset dict.
+def coco_from_dataset(dataset: dict, backend: str = "pycocotools"):
+    """The ``COCO`` class of ``backend`` indexed from ``dataset``, a COCO-format dict (images, annotations with
+    xywh ``bbox``, categories), without the progress lines pycocotools and faster-coco-eval print."""
+    if backend == "hotcoco":
+        return _import_backend(backend).COCO(dataset)
+    coco = COCO() if backend == "pycocotools" else _import_backend(backend).COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
 
-    Call it with stdout redirected: ``createIndex`` prints progress.
-    """
+
+def backend_ground_truth(backend: str, coco_gt: COCO):
+    """``coco_gt`` (a pycocotools ``COCO``) as the ``COCO`` class of ``backend``, built from its dataset dict."""
     if backend == "pycocotools":
         return coco_gt
-    ground_truth = _faster_coco_eval().COCO()
-    ground_truth.dataset = coco_gt.dataset
-    ground_truth.createIndex()
-    return ground_truth
+    return coco_from_dataset(coco_gt.dataset, backend)
 
 
 def new_cocoeval(backend: str, coco_gt, coco_dt):
@@ -40,13 +61,15 @@ def new_cocoeval(backend: str, coco_gt, coco_dt):
     """
     if backend == "pycocotools":
         return COCOeval(coco_gt, coco_dt, iouType="bbox")
-    return _faster_coco_eval().COCOeval_faster(coco_gt, coco_dt, iouType="bbox", print_function=print)
+    if backend == "hotcoco":
+        return _import_backend(backend).COCOeval(coco_gt, coco_dt, "bbox")
+    return _import_backend(backend).COCOeval_faster(coco_gt, coco_dt, iouType="bbox", print_function=print)
 
 
-def _faster_coco_eval():
+def _import_backend(backend: str):
+    """The module of the optional package behind ``backend``, or ImportError saying how to get it."""
     try:
-        import faster_coco_eval
+        return importlib.import_module(backend)  # the backend's name is its module's
     except ImportError as error:
-        raise ImportError("eval backend 'faster_coco_eval' needs the faster-coco-eval package "
-                          "(pip install faster-coco-eval), or choose 'pycocotools'") from error
-    return faster_coco_eval
+        raise ImportError(f"eval backend {backend!r} needs the {_PACKAGES[backend]} package "
+                          f"(pip install {_PACKAGES[backend]}), or choose 'pycocotools'") from error

@@ -1,6 +1,8 @@
 """COCO bbox evaluation: detections -> COCO results JSON -> COCOeval -> the 12 numbers + per-class AP.
 
-COCOeval is pycocotools' (the reference) or faster-coco-eval's (same numbers, faster): ``detkit.evaluation.backends``.
+COCOeval is pycocotools' (the reference), faster-coco-eval's or hotcoco's (same numbers, faster):
+``detkit.evaluation.backends``. The detections travel as columns (``ResultColumns``), not as a dict per detection,
+except where a JSON file or a backend's loadRes needs the dicts.
 
 Under DDP each rank feeds the images its DistributedSampler gave it; ``compute`` gathers every rank's
 records on rank 0, keeps one record per image id (the sampler pads with repeated images), evaluates
@@ -9,6 +11,7 @@ there and broadcasts the result, so every rank returns the same numbers as a sin
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import math
 import os
@@ -20,7 +23,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detkit.evaluation.backends import backend_ground_truth, check_backend, new_cocoeval
+from detkit.evaluation.backends import ARRAY_BACKENDS, backend_ground_truth, check_backend, new_cocoeval
 from detkit.evaluation.gather import broadcast_from_rank0, distributed_rank, distributed_world_size, gather_to_rank0
 from detkit.json_io import write_json_atomically
 
@@ -37,7 +40,8 @@ class EvalResult:
             truth of that area range among the evaluated images), exactly as in ``summary``.
         per_class: (class_name, AP, AP50) per training label in label order; nan for a class with no
             ground truth among the evaluated images.
-        summary: the 12 "Average Precision / Average Recall" lines as COCOeval.summarize prints them.
+        summary: the 12 "Average Precision / Average Recall" lines as pycocotools' COCOeval.summarize prints them,
+            whatever the backend (``summarize_accumulated``).
         num_images: distinct images evaluated (after de-duplication across ranks).
         num_detections: detections evaluated over those images.
     """
@@ -67,7 +71,7 @@ class CocoEvaluator:
             Only these categories are evaluated.
         class_names: display name per label; defaults to the category names in ``coco_gt``.
         backend: the COCOeval implementation, one of ``EVAL_BACKENDS`` ("pycocotools", the default and the
-            reference, or "faster_coco_eval").
+            reference, "faster_coco_eval" or "hotcoco").
 
     Attributes:
         last_cocoeval: after ``compute``, on rank 0: the COCOeval it ran (evaluated and accumulated), for
@@ -165,15 +169,15 @@ class CocoEvaluator:
         if not records:
             raise ValueError("CocoEvaluator.compute: no image was passed to update()")
         image_ids = sorted(records)
-        results = to_coco_results({i: records[i] for i in image_ids}, self.category_ids)
+        columns = result_columns({i: records[i] for i in image_ids}, self.category_ids)
         if results_path is not None:
-            write_json_atomically(results, results_path)
-        coco_eval, summary = run_cocoeval(self.coco_gt, results, image_ids, sorted(self.category_ids),
-                                          backend=self.backend)
+            write_json_atomically(results_from_columns(columns), results_path)
+        coco_eval, stats, summary = run_cocoeval(self.coco_gt, columns, image_ids, sorted(self.category_ids),
+                                                 backend=self.backend)
         self.last_cocoeval, self.last_records = coco_eval, records
-        stats = {name: float(value) for name, value in zip(STAT_NAMES, coco_eval.stats)}
+        stats = {name: float(value) for name, value in zip(STAT_NAMES, stats)}
         per_class = per_class_ap(coco_eval, self.category_ids, self.class_names)
-        result = EvalResult(stats, per_class, summary, len(image_ids), len(results))
+        result = EvalResult(stats, per_class, summary, len(image_ids), len(columns.scores))
         if verbose:
             print(summary)
             print(format_per_class_table(per_class))
@@ -189,48 +193,118 @@ def merge_records(per_rank: list[dict[int, ImageDetections]]) -> dict[int, Image
     return merged
 
 
+class ResultColumns(NamedTuple):
+    """Every detection of an evaluation as columns, row i being the i-th COCO results record: image_ids (N,)
+    int64, category_ids (N,) int64 COCO category ids, xywh (N, 4) float64 COCO boxes in original pixels,
+    scores (N,) float64."""
+
+    image_ids: np.ndarray
+    category_ids: np.ndarray
+    xywh: np.ndarray
+    scores: np.ndarray
+
+
+def result_columns(records: dict[int, ImageDetections], category_ids: Sequence[int]) -> ResultColumns:
+    """The detections of ``records`` (image id -> boxes (K, 4) xyxy original pixels, scores (K,), labels (K,)),
+    image by image in ``records`` order, as ``ResultColumns``; labels map to ``category_ids[label]``."""
+    detections = list(records.values())
+    counts = [len(scores) for _, scores, _ in detections]
+    image_ids = np.repeat(np.fromiter(records, dtype=np.int64, count=len(records)), counts)
+    boxes = np.concatenate([np.zeros((0, 4))] + [boxes for boxes, _, _ in detections]).astype(np.float64)
+    scores = np.concatenate([np.zeros(0)] + [scores for _, scores, _ in detections]).astype(np.float64)
+    labels = np.concatenate([np.zeros(0, np.int64)] + [labels for _, _, labels in detections]).astype(np.int64)
+    boxes[:, 2:] -= boxes[:, :2]  # xyxy -> xywh after the float64 cast, as COCO's results JSON holds them
+    return ResultColumns(image_ids, np.asarray(category_ids, dtype=np.int64)[labels], boxes, scores)
+
+
+def results_from_columns(columns: ResultColumns) -> list[dict[str, Any]]:
+    """COCO results list: one ``{image_id, category_id, bbox [x, y, w, h], score}`` of Python numbers per row."""
+    with collector_paused():
+        return [{"image_id": image_id, "category_id": category_id, "bbox": box, "score": score}
+                for image_id, category_id, box, score in zip(columns.image_ids.tolist(), columns.category_ids.tolist(),
+                                                             columns.xywh.tolist(), columns.scores.tolist())]
+
+
+@contextlib.contextmanager
+def collector_paused():
+    """Turn Python's cyclic garbage collector off inside the block; after it, the collector is on if it was before.
+
+    A dict and a list per detection are ~10^6 new long-lived containers, none in a cycle; with the collector on,
+    their growing number sets off full collections that rescan them all, most of the time of building them.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def results_array(columns: ResultColumns) -> np.ndarray:
+    """(N, 7) float64 rows ``[image_id, x, y, w, h, score, category_id]``: the array form of COCO results that
+    loadRes takes (pycocotools' ``loadNumpyAnnotations`` layout)."""
+    return np.column_stack([columns.image_ids, columns.xywh, columns.scores, columns.category_ids])  # ints -> float64
+
+
 def to_coco_results(records: dict[int, ImageDetections], category_ids: Sequence[int]) -> list[dict[str, Any]]:
     """COCO results list: one ``{image_id, category_id, bbox [x, y, w, h], score}`` per detection.
 
     ``records`` maps image id to detections (boxes xyxy, original pixels); labels map to ``category_ids[label]``.
     """
-    results = []
-    for image_id, (boxes, scores, labels) in records.items():
-        xywh = boxes.astype(np.float64)
-        xywh[:, 2:] -= xywh[:, :2]
-        for box, score, label in zip(xywh.tolist(), scores.tolist(), labels.tolist()):
-            results.append({"image_id": image_id, "category_id": category_ids[label], "bbox": box, "score": score})
-    return results
+    return results_from_columns(result_columns(records, category_ids))
 
 
 def run_cocoeval(
-    coco_gt: COCO, results: list[dict[str, Any]], image_ids: Sequence[int], category_ids: Sequence[int],
+    coco_gt: COCO, columns: ResultColumns, image_ids: Sequence[int], category_ids: Sequence[int],
     backend: str = "pycocotools",
-) -> tuple[COCOeval, str]:
-    """Run ``backend``'s COCOeval (bbox) on ``image_ids`` x ``category_ids``; returns it (stats filled) and the
-    summary text: the 12 lines of ``STAT_NAMES`` (faster-coco-eval prints two more, AR at IoU 0.5 and 0.75)."""
-    chatter = io.StringIO()  # COCOeval prints progress; keep only the summary
-    with contextlib.redirect_stdout(chatter):
+) -> tuple[COCOeval, np.ndarray, str]:
+    """Run ``backend``'s COCOeval (bbox) of the detections ``columns`` on ``image_ids`` x ``category_ids``.
+
+    Returns the COCOeval (evaluated and accumulated), the 12 stats (12,) float64 in ``STAT_NAMES`` order and
+    their summary lines, both from ``summarize_accumulated``.
+    """
+    with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints progress
         ground_truth = backend_ground_truth(backend, coco_gt)
-        coco_dt = load_results(ground_truth, results)
+        coco_dt = load_results(ground_truth, columns, backend)
         coco_eval = new_cocoeval(backend, ground_truth, coco_dt)
         coco_eval.params.imgIds = list(image_ids)
         coco_eval.params.catIds = list(category_ids)
         coco_eval.evaluate()
         coco_eval.accumulate()
-    summary = io.StringIO()
-    with contextlib.redirect_stdout(summary):
-        coco_eval.summarize()
-    return coco_eval, "\n".join(summary.getvalue().splitlines()[:len(STAT_NAMES)])
+    return (coco_eval, *summarize_accumulated(coco_eval))
 
 
-def load_results(coco_gt: COCO, results: list[dict[str, Any]]) -> COCO:
-    """``coco_gt.loadRes(results)``, also for an empty list (which pycocotools' loadRes cannot take).
+def summarize_accumulated(coco_eval) -> tuple[np.ndarray, str]:
+    """pycocotools' ``COCOeval.summarize`` of the accumulated precision and recall arrays of ``coco_eval``
+    (any backend): the 12 stats (12,) float64 in ``STAT_NAMES`` order and the 12 lines it prints.
 
-    ``coco_gt`` is a ``COCO`` of either backend; the detections come back in the same class.
+    One summary for every backend: faster-coco-eval prints two more lines (AR at IoU 0.5 and 0.75) and hotcoco
+    spaces its lines otherwise, while every backend's arrays are pycocotools'.
     """
-    if results:
-        return coco_gt.loadRes([dict(r) for r in results])  # loadRes adds keys to each dict: keep ours clean
+    reference, params = COCOeval(iouType="bbox"), coco_eval.params  # the thresholds that index the arrays:
+    reference.params.iouThrs = np.asarray(params.iouThrs)  # summarize compares it with 0.5 and 0.75 elementwise
+    reference.params.areaRngLbl, reference.params.maxDets = list(params.areaRngLbl), list(params.maxDets)
+    accumulated = coco_eval.eval  # hotcoco builds this dict anew on every read
+    reference.eval = {name: np.asarray(accumulated[name]) for name in ("precision", "recall")}
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        reference.summarize()
+    return np.asarray(reference.stats, dtype=np.float64), printed.getvalue().rstrip("\n")
+
+
+def load_results(coco_gt, columns: ResultColumns, backend: str = "pycocotools"):
+    """``coco_gt.loadRes`` of the detections ``columns``, also when there are none (which pycocotools' loadRes
+    cannot take).
+
+    ``coco_gt`` is a ``COCO`` of ``backend``; the detections come back in the same class. Backends in
+    ``ARRAY_BACKENDS`` get the (N, 7) ``results_array``, the others the results list.
+    """
+    if len(columns.scores) and backend in ARRAY_BACKENDS:
+        return coco_gt.loadRes(results_array(columns))
+    if len(columns.scores):
+        with collector_paused():  # loadRes adds a polygon list to every detection's dict
+            return coco_gt.loadRes(results_from_columns(columns))
     coco_dt = type(coco_gt)()
     coco_dt.dataset = {"images": list(coco_gt.dataset["images"]), "categories": list(coco_gt.dataset["categories"]),
                        "annotations": []}
