@@ -7,13 +7,19 @@ import math
 
 import numpy as np
 import pytest
-from pytest import approx
 import torch
 from pycocotools.coco import COCO
+from pytest import approx
 
 from detkit.evaluation import STAT_NAMES, CocoEvaluator, format_per_class_table
-from detkit.evaluation.coco import (ImageDetections, collector_paused, merge_records, result_columns, results_array,
-                                    to_coco_results)
+from detkit.evaluation.coco import (
+    ImageDetections,
+    collector_paused,
+    merge_records,
+    result_columns,
+    results_array,
+    to_coco_results,
+)
 
 
 def make_coco_gt(images: dict[int, tuple[int, int]], annotations: list[tuple], categories: dict[int, str]) -> COCO:
