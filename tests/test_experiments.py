@@ -16,7 +16,7 @@ from PIL import Image
 from detkit.engine.cli import DetectionCLI
 from detkit.evaluation.imbalance import ImbalanceStats
 from detkit.experiments.background_weight import initial_imbalance, weight_for_share
-from detkit.experiments.config_values import REPOSITORY, built_config, config_path
+from detkit.experiments.config_values import SOURCE_CHECKOUT, built_config, config_path
 from detkit.experiments.runner import Settings, last_error, launch, next_version, run_study
 from detkit.experiments.studies import RETINANET, STUDIES, Arm, Plan, Scale, Study
 from shapes_data import data_args
@@ -129,7 +129,7 @@ def test_runner_tabulates_each_arm_and_reports_a_failed_one(shapes_root, tmp_pat
     assert (f"| working arm | {record['stats']['AP']:.3f} | {record['stats']['AP50']:.3f} | 2 | "
             f"{coverage['no_positive']} of {coverage['objects']} (" in markdown)
     assert "| failing arm | **failed** (see below) |" in markdown and failed["error"] in markdown
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPOSITORY, capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=SOURCE_CHECKOUT, capture_output=True, text=True).stdout.strip()
     assert f"commit: `{head}" in markdown and "`python tools/experiment.py toy`" in markdown
     assert Image.open(out / "plot.png").size == (3 * 650, 480)  # three panels
 

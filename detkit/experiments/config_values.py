@@ -6,13 +6,20 @@ import os
 from pathlib import Path
 
 
-REPOSITORY = Path(__file__).resolve().parents[2]
+# the shipped configs live in configs/ of a source checkout, beside the package; an installed wheel has none
+SOURCE_CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def config_path(config: str) -> str:
-    """``config`` as given when it exists from the working directory, else under the detkit checkout (the studies
-    name the shipped configs relative to it)."""
-    return config if os.path.isabs(config) or os.path.isfile(config) else str(REPOSITORY / config)
+    """``config`` as given when it exists from the working directory, else under the detkit source checkout (the
+    studies name the shipped configs relative to it); FileNotFoundError naming both places when neither has it."""
+    if os.path.isabs(config) or os.path.isfile(config):
+        return config
+    beside_package = SOURCE_CHECKOUT / config
+    if not beside_package.is_file():
+        raise FileNotFoundError(f"config {config} not found in {os.getcwd()} nor in {SOURCE_CHECKOUT}: the studies use "
+                                "the shipped configs of a detkit source checkout; run from there or pass the path")
+    return str(beside_package)
 
 
 @functools.lru_cache(maxsize=None)

@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from detkit.experiments.config_values import REPOSITORY, config_path
+from detkit.experiments.config_values import config_path
 from detkit.experiments.provenance import available_cores, provenance
 from detkit.experiments.report import write_results
 from detkit.experiments.studies import Arm, Scale, Study
@@ -102,9 +102,10 @@ def arm_command(arm: Arm, outcomes: dict[str, dict], settings: Settings) -> tupl
     training arm failed."""
     extra = list(settings.extra_args)
     if arm.evaluates is None:
-        config = config_path(arm.config)
-        if not os.path.isfile(config):
-            raise ValueError(f"config {arm.config} not found (looked in the working directory and in {REPOSITORY})")
+        try:
+            config = config_path(arm.config)
+        except FileNotFoundError as error:  # reported as this arm's failure, as every bad arm is
+            raise ValueError(str(error)) from None
         return "train", ["--config", config, *arm.overrides, *extra, *QUIET]
     trained = outcomes.get(arm.evaluates)
     if trained is None or trained["status"] == "failed" or not trained["record"].get("best_checkpoint"):
