@@ -24,6 +24,7 @@ from detkit.engine.callbacks import Throughput
 from detkit.engine.checkpoint_io import AtomicCheckpointIO
 from detkit.engine.config_files import check_config_syntax
 from detkit.engine.final_validation import validate_final_weights
+from detkit.engine.init_from import InitFromError
 from detkit.engine.loggers import share_run_folder
 from detkit.engine.module import DetectionModule, NonFiniteLossError
 from detkit.engine.periodic_checkpoint import PeriodicCheckpoint
@@ -169,7 +170,7 @@ def _fit(cli: DetectionCLI) -> SystemExit | None:
         if trainer.state.status != TrainerStatus.INTERRUPTED:
             raise
         return error
-    except NonFiniteLossError as error:
+    except (NonFiniteLossError, InitFromError) as error:
         raise SystemExit(f"error: {error}") from None
     return None
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from detkit.data.transforms import to_original_pixels
+from detkit.engine.init_from import load_matching_weights
 from detkit.engine.optim import Schedule, build_optimizer, check_optimization
 from detkit.evaluation import CocoEvaluator, check_backend
 from detkit.inference.checkpoint import METADATA_KEY, checkpoint_metadata
@@ -35,6 +36,9 @@ class DetectionModule(L.LightningModule):
         nonfinite_patience: a batch whose loss is NaN or Inf is skipped (no weight update) and counted
             (``train/nonfinite_batches``); this many in a row stop training with an error naming the step and the
             loss terms. 0 stops at the first; null skips them all.
+        init_from: a checkpoint (detkit's, or one ``tools/import_torchvision.py`` wrote) whose tensors of matching
+            name and shape are loaded at the start of ``fit``; the rest keep their fresh initialisation and the
+            run is a new one (``detkit.engine.init_from``). A resumed run does not load it again.
 
     Attributes:
         write_pictures: set it (``evaluate()`` and the final validation of ``train()`` do) and the next
@@ -57,6 +61,7 @@ class DetectionModule(L.LightningModule):
         results_path: str | None = None,
         eval_backend: str = "hotcoco",
         nonfinite_patience: int | None = 3,
+        init_from: str | None = None,
     ):
         super().__init__()
         check_optimization(optimizer=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum, schedule=schedule,
@@ -75,6 +80,17 @@ class DetectionModule(L.LightningModule):
         self.results_path_in_use: str | None = None  # where the latest validation wrote its results JSON
         self.nonfinite_batches, self._nonfinite_in_a_row = 0, 0
         self.config_text: str | None = None  # the resolved config YAML; DetectionCLI sets it, checkpoints embed it
+        self.restored_from_checkpoint = False  # a resume: its weights are the run's, init_from is not applied
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.restored_from_checkpoint = True
+
+    def on_fit_start(self) -> None:
+        """``init_from``'s weights, once, in a new run (a resume restored its own before this hook)."""
+        if self.hparams.init_from and not self.restored_from_checkpoint:
+            class_names = getattr(self.trainer.datamodule, "class_names", None)
+            report = load_matching_weights(self.detector, self.hparams.init_from, class_names)
+            self.print(report.summary(), flush=True)
 
     def forward(self, images, image_sizes, targets=None):
         return self.detector(images, image_sizes, targets)
