@@ -9,6 +9,9 @@ from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import draw_bounding_boxes
 
 TILE_SIDE = 256  # small images are enlarged to about this many pixels, so that the class names stay readable
+# the training-time pictures (prediction grids, evaluation pictures) draw detections scoring >= this, so that a
+# model whose own score_threshold keeps low scores for AP still gives a readable picture; predict draws all it writes
+DISPLAY_SCORE_THRESHOLD = 0.3
 
 
 def class_colour(label: int) -> tuple[int, int, int]:
@@ -33,7 +36,8 @@ def draw_boxes(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, c
 
 
 def draw_detections(image: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
-                    class_names: list[str], score_threshold: float = 0.3, upscale: int = 1) -> Image.Image:
+                    class_names: list[str], score_threshold: float = DISPLAY_SCORE_THRESHOLD,
+                    upscale: int = 1) -> Image.Image:
     """image (3, H, W) float in [0, 1]; boxes (D, 4) xyxy pixels of that image; scores (D,); labels (D,).
 
     Returns an RGB PIL image ``upscale`` times larger with a box and "name score" per detection above the threshold.
@@ -85,7 +89,8 @@ def save_sample_grid(dataset, indices: list[int], path: str, class_names: list[s
 
 @torch.no_grad()
 def save_prediction_grid(detector: torch.nn.Module, dataset, path: str, class_names: list[str],
-                         num_images: int = 8, score_threshold: float = 0.3, upscale: int = 2) -> None:
+                         num_images: int = 8, score_threshold: float = DISPLAY_SCORE_THRESHOLD,
+                         upscale: int = 2) -> None:
     """Run ``detector`` on the first ``num_images`` items of ``dataset`` and write a PNG grid to ``path``."""
     was_training = detector.training
     detector.eval()

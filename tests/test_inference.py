@@ -12,16 +12,15 @@ import yaml
 from PIL import Image
 
 import detkit
-from detkit.engine.cli import evaluate, train
+from detkit.engine.cli import evaluate
 from detkit.inference import CheckpointError, expand_image_paths, read_image
 from detkit.inference.annotate import annotate
 from detkit.visualize import class_colour
-from inference_helpers import data_paths, save_perfect_checkpoint
+from inference_helpers import data_paths, edited_config, save_perfect_checkpoint, train_tiny_retinanet
 from nonsquare_data import CATEGORY_IDS, IMAGES, write_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-REPO = Path(__file__).resolve().parents[1]
 CLASS_NAMES = ["red", "green", "blue"]  # label order: ascending category ids 4, 7, 9
 FILES = [f"{w}x{h}.png" for w, h in IMAGES]  # the val dataset's order: 200x90, 90x200, 200x57, 300x300, 640x480
 
@@ -31,20 +30,9 @@ def trained(tmp_path_factory):
     """A tiny RetinaNet trained 3 steps on the non-square images (resized to 128 px), its checkpoint, the
     validation path's results on those images, and a copy of the images; the training data is then deleted."""
     root = tmp_path_factory.mktemp("trained")
-    write_dataset(root / "train_data")
+    checkpoint = train_tiny_retinanet(root)
     images = root / "images"
     shutil.copytree(root / "train_data" / "images", images)
-    paths = [arg for key, value in data_paths(root / "train_data").items() for arg in (f"--data.{key}", value)]
-    cli, _ = train(["--config", str(REPO / "configs" / "retinanet_shapes.yaml"), *paths, "--data.builtin", "null",
-                    "--trainer.accelerator", "cpu", "--trainer.logger.init_args.save_dir", str(root / "runs"),
-                    "--trainer.max_epochs", "1", "--trainer.max_time", "null", "--budget.minutes", "null",
-                    "--trainer.check_val_every_n_epoch", "1", "--trainer.enable_progress_bar", "false",
-                    "--trainer.enable_model_summary", "false", "--data.batch_size", "2", "--data.val_batch_size", "5",
-                    "--model.warmup_steps", "1", "--model.detector.init_args.fpn.channels", "16",
-                    "--model.detector.init_args.head.depth", "1", "--anchors.enabled", "false",
-                    # an untrained model scores everything low: keep all its boxes
-                    "--model.detector.init_args.inference.score_threshold", "0.0"])
-    checkpoint = Path(cli.trainer.checkpoint_callback.best_model_path)
     results = root / "eval_results.json"
     evaluate(["--checkpoint", str(checkpoint), "--results", str(results)])  # validation path, weights_only=True
     moved = root / "elsewhere" / "best.ckpt"  # no config.yaml beside it: only what the checkpoint embeds
@@ -176,19 +164,8 @@ def test_missing_truncated_corrupt_unsafe_and_foreign_files_are_named(trained, t
     assert not marker.exists()  # the pickle's code never ran
 
 
-def edited_config(trained, tmp_path: Path, **init_args) -> Path:
-    """The run's config with detector arguments replaced; a dict value updates that setting group."""
-    config = yaml.safe_load(trained["config"].read_text())
-    detector = config["model"]["detector"]["init_args"]
-    for key, value in init_args.items():
-        detector[key] = {**detector[key], **value} if isinstance(value, dict) else value
-    path = tmp_path / "edited.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 def test_a_config_with_another_number_of_classes_is_named(trained, tmp_path):
-    config = edited_config(trained, tmp_path, num_classes=5)
+    config = edited_config(trained["config"], tmp_path / "edited.yaml", num_classes=5)
     with pytest.raises(CheckpointError, match=r"number of classes differs: the checkpoint was trained on 3 classes "
                                               r"\['red', 'green', 'blue'\], .*edited.yaml sets .*num_classes: 5"):
         detkit.load(trained["moved"], config=config)
@@ -200,7 +177,7 @@ def test_a_config_with_another_number_of_classes_is_named(trained, tmp_path):
 ])
 def test_a_config_with_another_architecture_is_named(trained, tmp_path, change, problem):
     with pytest.raises(CheckpointError, match=problem) as error:
-        detkit.load(trained["moved"], config=edited_config(trained, tmp_path, **change))
+        detkit.load(trained["moved"], config=edited_config(trained["config"], tmp_path / "edited.yaml", **change))
     assert str(trained["moved"]) in str(error.value) and "architecture differs" in str(error.value)
 
 

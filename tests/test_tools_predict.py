@@ -1,6 +1,7 @@
 """tools/predict.py for real: an annotated image per readable input, the COCO results JSON, unreadable images
 reported and counted without stopping the others, and its exit status."""
 import json
+import re
 import runpy
 import shutil
 import sys
@@ -39,7 +40,7 @@ def test_predict_writes_every_readable_image_and_reports_the_unreadable_ones(per
     (folder / "notes.txt").write_text("not an image: left out of the folder's images")
     out = tmp_path / "out"
     code = run_predict(monkeypatch, "--checkpoint", str(checkpoint), "--config", str(config), "--images", str(folder),
-                       str(tmp_path / "missing.jpg"), "--out", str(out), "--score", "0.5", "--device", "cpu")
+                       str(tmp_path / "missing.jpg"), "--out", str(out), "--device", "cpu")
     captured = capsys.readouterr()
     assert code == 1  # some input could not be read; everything else was written
     assert "2 image(s) could not be read" in captured.out
@@ -80,3 +81,31 @@ def test_predict_exits_0_when_every_image_is_read_and_names_a_bad_checkpoint(per
     assert run_predict(monkeypatch, "--checkpoint", str(checkpoint), "--images", str(tmp_path / "*.gif"),
                        "--out", str(tmp_path / "out3")) == 2
     assert "no file matches" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options, problem", [
+    (["--score-threshold", "1.5"], r"--score-threshold must lie in \[0, 1\], got 1.5"),
+    (["--detections-per-image", "0"], "--detections-per-image must be a whole number >= 1, got 0"),
+    (["--classes", "red", "cat"],
+     r"--classes: unknown class 'cat'; the model's classes are \['red', 'green', 'blue'\]"),
+    # the perfect predictor has no NMS settings to override
+    (["--nms-threshold", "0.4", "--class-agnostic"],
+     r"--nms-threshold, --class-agnostic: the model \(ColourBoxFinder\) has no `inference` settings"),
+])
+def test_a_bad_option_is_named_and_nothing_is_written(perfect, tmp_path, monkeypatch, capsys, options, problem):
+    checkpoint, config, _ = perfect
+    image = checkpoint.parents[1] / "data" / "images" / "200x90.png"
+    code = run_predict(monkeypatch, "--checkpoint", str(checkpoint), "--config", str(config), "--images", str(image),
+                       "--out", str(tmp_path / "out"), *options)
+    assert code == 2 and re.search(problem, capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_classes_keep_only_the_named_classes(perfect, tmp_path, monkeypatch):
+    checkpoint, config, data = perfect
+    out = tmp_path / "out"
+    assert run_predict(monkeypatch, "--checkpoint", str(checkpoint), "--config", str(config), "--images",
+                       str(checkpoint.parents[1] / "data" / "images"), "--out", str(out), "--classes", "blue") == 0
+    detections = json.loads((out / "detections.json").read_text())
+    blue = [a for a in data["annotations"] if a["category_id"] == CATEGORY_IDS[2]]
+    assert len(detections) == len(blue) > 0 and {d["category_id"] for d in detections} == {CATEGORY_IDS[2]}

@@ -1,33 +1,63 @@
-"""Predict with a trained checkpoint: one annotated image per input and a COCO results JSON of all detections.
+"""Predict with a trained checkpoint: annotated images and a COCO results JSON, annotated videos and JSON lines.
 
     python tools/predict.py --checkpoint runs/retinanet_shapes/version_0/checkpoints/best.ckpt \
-        --images photos/ "more/*.jpg" one.png --out predictions [--score 0.3] [--device cpu] [--batch-size 8]
+        --images photos/ "more/*.jpg" one.png --videos clip.mp4 --out predictions \
+        [--score-threshold 0.3] [--nms-threshold 0.5] [--class-agnostic] [--detections-per-image 20] \
+        [--min-size 512] [--max-size 853] [--classes person car] [--device cpu] [--batch-size 8]
 
-Writes ``OUT/<name>.png``, ``OUT/detections.json`` (COCO results) and ``OUT/images.json`` (image ids, classes).
-An unreadable image is reported and skipped; the others are predicted. Exit status: 0 every image predicted,
-1 some image unreadable (all others written) or the checkpoint unusable, 2 a wrong command line.
+Writes ``OUT/<name>.png``, ``OUT/detections.json`` (COCO results) and ``OUT/images.json`` (image ids, classes) for
+images, ``OUT/<name>.mp4`` and ``OUT/<name>.jsonl`` (one line per frame) for videos. Every setting not given is
+the checkpoint's own. An unreadable image or video is reported and skipped; the others are predicted. Exit
+status: 0 everything predicted, 1 some input unreadable (all others written) or the checkpoint unusable, 2 a
+wrong command line. docs/guide/predict.md describes the options and outputs.
 """
 import argparse
 import sys
 
 from detkit.inference import CheckpointError, expand_image_paths, load
+from detkit.inference.overrides import PredictOptions
 from detkit.inference.run import predict_files, summary
+from detkit.inference.video import expand_video_paths, predict_videos, video_summary
 
 
-def main(argv: list[str] | None = None) -> int:
+def flag(option: str) -> str:
+    """``detections_per_image`` -> ``--detections-per-image``: errors name the option as it was typed."""
+    return "--" + option.replace("_", "-")
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", required=True, help="a .ckpt written by training")
-    parser.add_argument("--images", required=True, nargs="+", help="image files, folders or glob patterns")
+    parser.add_argument("--images", nargs="+", default=[], help="image files, folders or glob patterns")
+    parser.add_argument("--videos", nargs="+", default=[], help="video files, folders or glob patterns")
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
-    parser.add_argument("--score", type=float, default=0.3, help="keep detections scoring at least this")
+    settings = parser.add_argument_group("settings for this run (default: the checkpoint's)")
+    settings.add_argument("--score-threshold", "--score", type=float, help="keep detections scoring >= this")
+    settings.add_argument("--nms-threshold", type=float, help="NMS IoU above which the lower-scored box goes")
+    settings.add_argument("--class-agnostic", action=argparse.BooleanOptionalAction,
+                          help="NMS over all classes together (--no-class-agnostic: per class)")
+    settings.add_argument("--detections-per-image", type=int, help="the most detections per image or frame")
+    settings.add_argument("--min-size", type=int, help="resize the shorter side to this many pixels ...")
+    settings.add_argument("--max-size", type=int, help="... unless the longer side would exceed this")
+    settings.add_argument("--classes", nargs="+", help="keep these classes only (names)")
     parser.add_argument("--config", help="build the model from this YAML instead of the checkpoint's config")
     parser.add_argument("--device", help="cpu, cuda, cuda:1... (default: CUDA when available)")
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args(argv)
-    if not 0.0 <= args.score <= 1.0 or args.batch_size < 1:
-        parser.error(f"--score must lie in [0, 1] and --batch-size be >= 1, got {args.score} and {args.batch_size}")
+    if not args.images and not args.videos:
+        parser.error("give --images, --videos or both")
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    return parser, args
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, args = parse_args(argv)
+    options = PredictOptions(args.score_threshold, args.nms_threshold, args.class_agnostic,
+                             args.detections_per_image, args.min_size, args.max_size, args.classes)
     try:
-        paths = expand_image_paths(args.images)
+        options.check(flag)
+        images, videos = expand_image_paths(args.images), expand_video_paths(args.videos)
     except ValueError as error:
         parser.error(str(error))
     try:
@@ -35,9 +65,20 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    run = predict_files(detector, paths, args.out, score_threshold=args.score, batch_size=args.batch_size)
-    print(summary(run, args.out))
-    return 1 if run.unreadable else 0
+    try:
+        detector.check_options(options, flag)  # class names and what the model can override
+    except ValueError as error:
+        parser.error(str(error))
+    unreadable = False
+    if images:
+        run = predict_files(detector, images, args.out, options=options, batch_size=args.batch_size)
+        print(summary(run, args.out))
+        unreadable |= bool(run.unreadable)
+    if videos:
+        run = predict_videos(detector, videos, args.out, options=options, batch_size=args.batch_size)
+        print(video_summary(run, args.out))
+        unreadable |= bool(run.unreadable)
+    return 1 if unreadable else 0
 
 
 if __name__ == "__main__":

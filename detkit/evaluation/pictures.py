@@ -16,6 +16,7 @@ from pycocotools.coco import COCO
 from detkit.evaluation.matching import MATCHING_RULE, confusion_counts, match_images, worst_images
 from detkit.evaluation.plots import plot_confusion_matrix, plot_pr_curves, plot_worst_images
 from detkit.evaluation.pr_curves import PR_IOU_THRESHOLDS, pr_curve_data
+from detkit.visualize import DISPLAY_SCORE_THRESHOLD
 
 PICTURE_NAMES = ("pr_curves.png", "confusion_matrix.png", "worst_images.png")
 
@@ -28,7 +29,7 @@ def pictures_folder(results_path: str) -> str:
 
 def write_evaluation_pictures(coco_eval, coco_gt: COCO, records: dict, category_ids: Sequence[int],
                               class_names: Sequence[str], load_image: Callable[[int], np.ndarray], folder: str,
-                              score_threshold: float = 0.3, iou_threshold: float = 0.5,
+                              score_threshold: float = DISPLAY_SCORE_THRESHOLD, iou_threshold: float = 0.5,
                               num_images: int = 8) -> list[str]:
     """Write the three ``PICTURE_NAMES`` into ``folder``; returns their paths.
 

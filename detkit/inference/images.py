@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Union
 
 import numpy as np
@@ -75,13 +75,18 @@ def _tensor_to_array(tensor: torch.Tensor) -> np.ndarray:
 
 
 def expand_image_paths(items: Sequence[str]) -> list[str]:
-    """Files, folders and glob patterns -> image paths, in the order given, each path once.
+    """Files, folders and glob patterns -> image paths (``expand_paths`` with the image extensions PIL knows)."""
+    return expand_paths(items, set(Image.registered_extensions()), "image")
 
-    A folder gives its files with an image extension that PIL knows (sorted, not recursive); a pattern
-    (``*``, ``?``, ``[``; ``**`` recurses) its sorted matches; any other name is kept as given, so a missing
-    file is reported when it is read. ValueError naming the folder or pattern when it matches no file.
+
+def expand_paths(items: Sequence[str], extensions: Collection[str], kind: str) -> list[str]:
+    """Files, folders and glob patterns -> file paths, in the order given, each path once.
+
+    A folder gives its files with one of ``extensions`` (lower case, with the dot; sorted, not recursive); a
+    pattern (``*``, ``?``, ``[``; ``**`` recurses) its sorted matches; any other name is kept as given, so a
+    missing file is reported when it is read. ValueError naming the folder or pattern when it matches no file
+    (``kind``: "image", "video", for the message).
     """
-    extensions = set(Image.registered_extensions())
     paths: list[str] = []
     for item in items:
         if os.path.isdir(item):
@@ -93,6 +98,6 @@ def expand_image_paths(items: Sequence[str]) -> list[str]:
         else:
             found = [item]
         if not found:
-            raise ValueError(f"no image files in {item!r}" if os.path.isdir(item) else f"no file matches {item!r}")
+            raise ValueError(f"no {kind} files in {item!r}" if os.path.isdir(item) else f"no file matches {item!r}")
         paths.extend(found)
     return list(dict.fromkeys(paths))

@@ -8,7 +8,7 @@ validation step's mapping back to the original image (``to_original_pixels``), t
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +17,7 @@ from torch import nn
 
 from detkit.data.coco import image_to_tensor
 from detkit.data.collate import collate_detection
-from detkit.data.transforms import build_transforms, padding_fill, to_original_pixels
+from detkit.data.transforms import DetectionTransform, build_transforms, padding_fill, to_original_pixels
 from detkit.inference.checkpoint import (
     CheckpointError, check_state_fits, checkpoint_classes, detector_state_dict, read_checkpoint,
 )
@@ -25,6 +25,9 @@ from detkit.inference.config import (
     RunConfig, build_detector, configured_classes, configured_num_classes, input_settings, resolve_config,
 )
 from detkit.inference.images import ImageInput, read_image
+from detkit.inference.overrides import (
+    PredictOptions, call_settings, check_model_takes, class_labels, keep_classes, replaced_inference, resized_transform,
+)
 from detkit.ops import clip_boxes_to_image
 
 
@@ -69,50 +72,73 @@ class Detector:
         self.size_divisor, self.pad_value = size_divisor, padding_fill(resize)
 
     @torch.no_grad()
-    def predict(self, images: ImageInput | Sequence[ImageInput], score_threshold: float = 0.0,
-                batch_size: int = 8) -> list[Prediction]:
+    def predict(self, images: ImageInput | Sequence[ImageInput], score_threshold: float | None = None,
+                batch_size: int = 8, *, nms_threshold: float | None = None, class_agnostic: bool | None = None,
+                detections_per_image: int | None = None, min_size: int | None = None, max_size: int | None = None,
+                classes: Sequence[str] | None = None) -> list[Prediction]:
         """Detections for each image, in the order given.
+
+        Every setting left None is the checkpoint's own; the others override it for this call only (the model's
+        ``inference`` settings are replaced during the call and restored after, ``detkit.inference.overrides``).
 
         Args:
             images: one image or a sequence; each a file path, PIL image, numpy (H, W, 3) uint8 array or
                 (3, H, W) uint8 / [0, 1] float tensor (``detkit.inference.images.read_image``), of any size;
                 a (B, 3, H, W) tensor is B images.
-            score_threshold: keep detections scoring at least this; the model's own ``score_threshold``
-                (config) has already dropped the ones below it.
+            score_threshold: keep detections scoring >= this, in [0, 1] (None: the checkpoint's
+                ``inference.score_threshold``); applied by the model, before NMS and the per-image cap.
             batch_size: images per forward pass. Batches are padded to their largest image, as in validation;
                 the same images in the same batches give the same detections as validation.
+            nms_threshold: NMS IoU in [0, 1]; class_agnostic: NMS over all classes together.
+            detections_per_image: the most detections per image (>= 1), best first.
+            min_size, max_size: the resize (shorter side to ``min_size`` unless the longer exceeds ``max_size``).
+            classes: names of the classes to keep; the per-image cap counts their detections only.
+        Raises:
+            ValueError naming the option that is out of range or names an unknown class (listing the classes).
         Returns:
             one ``Prediction`` per image (a list of one for a single image).
         """
-        if not 0.0 <= score_threshold <= 1.0:
-            raise ValueError(f"score_threshold must lie in [0, 1], got {score_threshold}")
+        options = PredictOptions(score_threshold, nms_threshold, class_agnostic, detections_per_image, min_size,
+                                 max_size, classes)
+        labels = self.check_options(options)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         arrays = [_read(image, index) for index, image in enumerate(_as_sequence(images))]
+        transform = resized_transform(self.transform, options)
+        changes, cap = call_settings(self.model, options, chooses_classes=labels is not None)
         predictions = []
-        for start in range(0, len(arrays), batch_size):
-            predictions.extend(self._predict_batch(arrays[start:start + batch_size], score_threshold))
+        with replaced_inference(self.model, changes):
+            for start in range(0, len(arrays), batch_size):
+                predictions.extend(self._predict_batch(arrays[start:start + batch_size], transform, labels, cap))
         return predictions
 
-    def _predict_batch(self, arrays: list[np.ndarray], score_threshold: float) -> list[Prediction]:
-        batch = collate_detection([self._preprocess(array) for array in arrays], size_divisor=self.size_divisor,
+    def check_options(self, options: PredictOptions, spell: Callable[[str], str] = str) -> list[int] | None:
+        """ValueError naming the option (as ``spell`` writes it) that is out of range, names an unknown class
+        or cannot apply to this model; returns the labels of ``options.classes`` (None: all classes)."""
+        options.check(spell)
+        check_model_takes(self.model, options, spell)
+        return class_labels(options.classes, self.class_names, spell)
+
+    def _predict_batch(self, arrays: list[np.ndarray], transform: DetectionTransform, labels: list[int] | None,
+                       cap: int | None) -> list[Prediction]:
+        batch = collate_detection([self._preprocess(array, transform) for array in arrays],
+                                  size_divisor=self.size_divisor,
                                   pad_value=self.pad_value)
         detections = self.model(batch["images"].to(self.device), batch["image_sizes"])
-        return [self._to_prediction(detection, target, score_threshold)
+        return [self._to_prediction(keep_classes(detection, labels, cap), target)
                 for detection, target in zip(detections, batch["targets"])]
 
-    def _preprocess(self, array: np.ndarray) -> tuple[torch.Tensor, dict]:
+    def _preprocess(self, array: np.ndarray, transform: DetectionTransform) -> tuple[torch.Tensor, dict]:
         """(H, W, 3) uint8 -> the validation input (3, H', W') float32 in [0, 1] and the scale that maps back."""
-        image, _, _, scale = self.transform(array, np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+        image, _, _, scale = transform(array, np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
         target = {"scale": torch.tensor(scale, dtype=torch.float32), "orig_size": tuple(array.shape[:2])}
         return image_to_tensor(image), target
 
-    def _to_prediction(self, detection: dict, target: dict, score_threshold: float) -> Prediction:
-        keep = detection["scores"] >= score_threshold
-        boxes = to_original_pixels(detection["boxes"][keep], target["scale"])
-        labels = detection["labels"][keep].cpu()
+    def _to_prediction(self, detection: dict, target: dict) -> Prediction:
+        boxes = to_original_pixels(detection["boxes"], target["scale"])
+        labels = detection["labels"].cpu()
         return Prediction(boxes=clip_boxes_to_image(boxes, target["orig_size"]).float().cpu(),
-                          scores=detection["scores"][keep].float().cpu(), labels=labels,
+                          scores=detection["scores"].float().cpu(), labels=labels,
                           names=[self.class_names[label] for label in labels.tolist()],
                           image_size=target["orig_size"])
 

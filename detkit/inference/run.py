@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from PIL import Image
 from tqdm import tqdm
@@ -16,6 +16,7 @@ from detkit.evaluation import to_coco_results
 from detkit.evaluation.coco import ImageDetections
 from detkit.inference.annotate import annotate
 from detkit.inference.images import read_image
+from detkit.inference.overrides import PredictOptions
 from detkit.inference.predictor import Detector
 from detkit.json_io import write_json_atomically
 
@@ -34,9 +35,10 @@ class PredictionRun:
     images_path: str = ""
 
 
-def predict_files(detector: Detector, paths: Sequence[str], out_dir: str, *, score_threshold: float = 0.3,
+def predict_files(detector: Detector, paths: Sequence[str], out_dir: str, *, options: PredictOptions = PredictOptions(),
                   batch_size: int = 8, progress: bool = True) -> PredictionRun:
-    """Predict ``paths`` in batches; write ``out_dir/<name>.png`` per readable input, ``detections.json`` and
+    """Predict ``paths`` in batches with ``options`` (None fields: the checkpoint's settings); write
+    ``out_dir/<name>.png`` per readable input (every detection written drawn), ``detections.json`` and
     ``images.json``. Image ids are input positions from 1; boxes in the JSON are original pixels (xywh)."""
     os.makedirs(out_dir, exist_ok=True)
     names = output_names(paths)
@@ -44,8 +46,7 @@ def predict_files(detector: Detector, paths: Sequence[str], out_dir: str, *, sco
     with tqdm(total=len(paths), unit="image", desc="predict", disable=not progress) as bar:
         for start in range(0, len(paths), batch_size):
             readable = _read_batch(paths, range(start, min(start + batch_size, len(paths))), run, bar)
-            predictions = detector.predict([array for _, array in readable], score_threshold=score_threshold,
-                                           batch_size=batch_size)
+            predictions = detector.predict([array for _, array in readable], batch_size=batch_size, **asdict(options))
             for (index, array), prediction in zip(readable, predictions):
                 annotated = os.path.join(out_dir, names[index])
                 Image.fromarray(annotate(array, prediction)).save(annotated)
@@ -77,15 +78,15 @@ def _read_batch(paths: Sequence[str], indices: range, run: PredictionRun, bar: t
     return readable
 
 
-def output_names(paths: Sequence[str]) -> list[str]:
-    """``<stem>.png`` per input; a stem met again gets ``_2``, ``_3``... (inputs from different folders)."""
+def output_names(paths: Sequence[str], extension: str = ".png") -> list[str]:
+    """``<stem><extension>`` per input; a stem met again gets ``_2``, ``_3``... (inputs from different folders)."""
     names, taken = [], set()
     for path in paths:
         stem = os.path.splitext(os.path.basename(path))[0] or "image"
-        name, copy = f"{stem}.png", 1
+        name, copy = f"{stem}{extension}", 1
         while name in taken:
             copy += 1
-            name = f"{stem}_{copy}.png"
+            name = f"{stem}_{copy}{extension}"
         taken.add(name)
         names.append(name)
     return names
