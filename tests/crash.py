@@ -1,6 +1,8 @@
-"""A Lightning callback that kills its own process with SIGKILL (no clean-up, no checkpoint), for resume tests:
+"""Lightning callbacks for resume tests: one kills its own process with SIGKILL (no clean-up, no checkpoint),
 
     PYTHONPATH=tests python tools/train.py --config ... --trainer.callbacks+=crash.KillAt --trainer.callbacks.step 13
+
+one poisons batches with NaN, one records where a (resumed) fit took its first step.
 """
 import os
 import signal
@@ -28,3 +30,14 @@ class NaNBatch(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step in self.steps:
             batch["images"].fill_(float("nan"))
+
+
+class FirstStep(L.Callback):
+    """Records ``(epoch, batch index, global step)`` when the fit's first batch starts: where a resumed run begins."""
+
+    def __init__(self):
+        self.position: tuple[int, int, int] | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.position is None:
+            self.position = (trainer.current_epoch, batch_idx, trainer.global_step)
