@@ -28,18 +28,21 @@ def flag(option: str) -> str:
 def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", required=True, help="a .ckpt written by training")
-    parser.add_argument("--images", nargs="+", default=[], help="image files, folders or glob patterns")
-    parser.add_argument("--videos", nargs="+", default=[], help="video files, folders or glob patterns")
+    parser.add_argument("--images", nargs="+", default=[], metavar="PATH", help="image files, folders or glob patterns")
+    parser.add_argument("--videos", nargs="+", default=[], metavar="PATH", help="video files, folders or glob patterns")
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
     settings = parser.add_argument_group("settings for this run (default: the checkpoint's)")
-    settings.add_argument("--score-threshold", "--score", type=float, help="keep detections scoring >= this")
-    settings.add_argument("--nms-threshold", type=float, help="NMS IoU above which the lower-scored box goes")
+    settings.add_argument("--score-threshold", "--score", type=float, metavar="SCORE",
+                          help="keep detections scoring >= this")
+    settings.add_argument("--nms-threshold", type=float, metavar="IOU",
+                          help="NMS IoU above which the lower-scored box goes")
     settings.add_argument("--class-agnostic", action=argparse.BooleanOptionalAction,
                           help="NMS over all classes together (--no-class-agnostic: per class)")
-    settings.add_argument("--detections-per-image", type=int, help="the most detections per image or frame")
-    settings.add_argument("--min-size", type=int, help="resize the shorter side to this many pixels ...")
-    settings.add_argument("--max-size", type=int, help="... unless the longer side would exceed this")
-    settings.add_argument("--classes", nargs="+", help="keep these classes only (names)")
+    settings.add_argument("--detections-per-image", type=int, metavar="N",
+                          help="the most detections per image or frame")
+    settings.add_argument("--min-size", type=int, metavar="PX", help="resize the shorter side to this many pixels ...")
+    settings.add_argument("--max-size", type=int, metavar="PX", help="... unless the longer side would exceed this")
+    settings.add_argument("--classes", nargs="+", metavar="NAME", help="keep these classes only (names)")
     parser.add_argument("--config", help="build the model from this YAML instead of the checkpoint's config")
     parser.add_argument("--device", help="cpu, cuda, cuda:1... (default: CUDA when available)")
     parser.add_argument("--batch-size", type=int, default=8)
