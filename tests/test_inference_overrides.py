@@ -162,9 +162,11 @@ def test_faster_rcnn_settings_are_replaced_in_its_roi_heads_and_restored():
 @pytest.mark.parametrize("option, value, problem", [
     ("score_threshold", 1.5, r"score_threshold must lie in \[0, 1\], got 1.5"),
     ("nms_threshold", -0.1, r"nms_threshold must lie in \[0, 1\], got -0.1"),
-    ("detections_per_image", 0, "detections_per_image must be a whole number >= 1, got 0"),
-    ("min_size", 0, "min_size must be a whole number >= 1, got 0"),
-    ("max_size", 2.5, "max_size must be a whole number >= 1, got 2.5"),
+    ("score_threshold", "high", r"score_threshold must lie in \[0, 1\], got 'high'"),
+    ("detections_per_image", 0, "detections_per_image must be an integer >= 1, got 0"),
+    ("detections_per_image", True, "detections_per_image must be an integer >= 1, got True"),
+    ("min_size", 0, "min_size must be an integer >= 1, got 0"),
+    ("max_size", 2.5, "max_size must be an integer >= 1, got 2.5"),
     ("class_agnostic", "yes", "class_agnostic must be True or False, got 'yes'"),
     ("classes", [], "classes must name at least one class"),
 ])

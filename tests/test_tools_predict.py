@@ -85,7 +85,7 @@ def test_predict_exits_0_when_every_image_is_read_and_names_a_bad_checkpoint(per
 
 @pytest.mark.parametrize("options, problem", [
     (["--score-threshold", "1.5"], r"--score-threshold must lie in \[0, 1\], got 1.5"),
-    (["--detections-per-image", "0"], "--detections-per-image must be a whole number >= 1, got 0"),
+    (["--detections-per-image", "0"], "--detections-per-image must be an integer >= 1, got 0"),
     (["--classes", "red", "cat"],
      r"--classes: unknown class 'cat'; the model's classes are \['red', 'green', 'blue'\]"),
     # the perfect predictor has no NMS settings to override

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import numbers
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -56,12 +57,12 @@ class PredictOptions:
         (the keyword for the API, ``--flag`` for the tool)."""
         for name in ("score_threshold", "nms_threshold"):
             value = getattr(self, name)
-            if value is not None and not 0.0 <= value <= 1.0:
-                raise ValueError(f"{spell(name)} must lie in [0, 1], got {value}")
+            if value is not None and not (_is_number(value, numbers.Real) and 0.0 <= value <= 1.0):
+                raise ValueError(f"{spell(name)} must lie in [0, 1], got {value!r}")
         for name in ("detections_per_image", "min_size", "max_size"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
-                raise ValueError(f"{spell(name)} must be a whole number >= 1, got {value}")
+            if value is not None and not (_is_number(value, numbers.Integral) and value >= 1):
+                raise ValueError(f"{spell(name)} must be an integer >= 1, got {value!r}")
         if self.class_agnostic is not None and not isinstance(self.class_agnostic, bool):
             raise ValueError(f"{spell('class_agnostic')} must be True or False, got {self.class_agnostic!r}")
         if self.classes is not None and not self.classes:
@@ -70,6 +71,11 @@ class PredictOptions:
     def inference_changes(self) -> dict:
         """The ``Inference`` fields this call sets: name -> value."""
         return {name: getattr(self, name) for name in INFERENCE_FIELDS if getattr(self, name) is not None}
+
+
+def _is_number(value, kind: type) -> bool:
+    """``value`` is a ``kind`` (numbers.Real, numbers.Integral) and not a bool: True is no threshold or count."""
+    return isinstance(value, kind) and not isinstance(value, bool)
 
 
 def has_inference_settings(model: nn.Module) -> bool:

@@ -110,8 +110,9 @@ def batches(frames: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray
 
 
 def frame_record(index: int, seconds: float, prediction: Prediction) -> dict:
-    """One JSON line: ``frame`` (0-based index among the decoded frames), ``time`` (index / fps, seconds), ``boxes`` (D lists
-    [x1, y1, x2, y2] in the frame's pixels), ``scores`` (D), ``labels`` (D training labels 0..K-1), ``names`` (D)."""
+    """One JSON line: ``frame`` (0-based index among the decoded frames), ``time`` (index / fps, seconds),
+    ``boxes`` (D lists [x1, y1, x2, y2] in the frame's pixels), ``scores`` (D), ``labels`` (D training labels
+    0..K-1), ``names`` (D)."""
     return {"frame": index, "time": round(seconds, 6), "boxes": prediction.boxes.tolist(),
             "scores": prediction.scores.tolist(), "labels": prediction.labels.tolist(), "names": prediction.names}
 

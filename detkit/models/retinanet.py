@@ -18,7 +18,7 @@ from detkit.models.postprocess import select_detections
 from detkit.models.retinanet_head import RetinaNetHead
 from detkit.models.settings import (OCTAVE_SCALES, Anchors, Backbone, DenseHead, DenseLoss, Inference, Matching, Pyramid,
                                     check_groups, check_num_classes)
-from detkit.ops import IGNORED, sigmoid_focal_loss
+from detkit.ops import IGNORED, sigmoid_focal_loss, topk_at_most
 
 
 class RetinaNet(nn.Module):
@@ -123,7 +123,7 @@ class RetinaNet(nn.Module):
         for level_logits, level_deltas, level_anchors in zip(logits, deltas, anchors):
             level_scores = level_logits[index].float().sigmoid().flatten()  # (N_l * K,)
             candidates = torch.nonzero(level_scores >= settings.score_threshold).squeeze(1)  # (C,)
-            top = level_scores[candidates].topk(min(settings.topk_candidates, len(candidates)))
+            top = topk_at_most(level_scores[candidates], settings.topk_candidates)
             candidates = candidates[top.indices]
             anchor_index = candidates // self.num_classes
             boxes.append(self.dense.box_coder.decode(level_deltas[index, anchor_index].float(), level_anchors[anchor_index]))

@@ -106,7 +106,7 @@ class RoIHeads(nn.Module):
             # losses in float32 under bf16/fp16 autocast
             return self.losses(logits.float(), deltas.float(), torch.cat(rois), torch.cat(class_targets), torch.cat(box_targets))
         logits, deltas = self.predict(features, proposals, image_sizes)
-        per_image = [len(p) for p in proposals]
+        per_image = [p.shape[0] for p in proposals]  # sizes, not len(): traced, they stay symbolic
         return [self.detect_image(l, d, p, size)
                 for l, d, p, size in zip(logits.split(per_image), deltas.split(per_image), proposals, image_sizes)]
 

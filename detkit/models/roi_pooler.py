@@ -27,12 +27,12 @@ class LevelRoIAlign(MultiScaleRoIAlign):
     def forward(self, x: dict[str, torch.Tensor], boxes: list[torch.Tensor], image_shapes: list[tuple[int, int]]
                 ) -> torch.Tensor:
         features = [x[name] for name in self.featmap_names]
-        rois = torch.cat([torch.cat([b.new_full((len(b), 1), i), b], 1) for i, b in enumerate(boxes)])  # (R, 5)
+        rois = torch.cat([torch.cat([b.new_full((b.shape[0], 1), i), b], 1) for i, b in enumerate(boxes)])  # (R, 5)
         levels = self.map_levels(boxes)  # (R,) index into features
-        pooled = features[0].new_zeros((len(rois), features[0].shape[1], *self.output_size))  # (R, C, S, S)
+        pooled = features[0].new_zeros((rois.shape[0], features[0].shape[1], *self.output_size))  # (R, C, S, S)
         for level, (feature, scale) in enumerate(zip(features, self.scales)):
             index = torch.nonzero(levels == level).squeeze(1)
-            if len(index):
+            if torch.jit.is_tracing() or len(index):  # a traced graph pools every level: another image's RoIs differ
                 # autocast may give levels different dtypes: match the result's, as torchvision does
                 pooled[index] = roi_align(feature, rois[index], self.output_size, scale, self.sampling_ratio).to(pooled.dtype)
         return pooled

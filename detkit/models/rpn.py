@@ -15,7 +15,7 @@ from torch import nn
 
 from detkit.models.dense import DenseAnchorStage, flatten_level
 from detkit.models.settings import Anchors, Proposals
-from detkit.ops import BalancedSampler, batched_nms, clip_boxes_to_image, remove_small_boxes
+from detkit.ops import BalancedSampler, batched_nms, clip_boxes_to_image, remove_small_boxes, topk_at_most
 
 
 class RPNHead(nn.Module):
@@ -127,12 +127,12 @@ class RegionProposalNetwork(nn.Module):
         pre_nms_top_n, post_nms_top_n = self.pre_nms_top_n[self.training], self.post_nms_top_n[self.training]
         boxes, scores, levels = [], [], []
         for level, (level_logits, level_deltas, level_anchors) in enumerate(zip(logits, deltas, anchors)):
-            top = level_logits.float().topk(min(pre_nms_top_n, level_logits.shape[1]), dim=1)  # (B, k)
+            top = topk_at_most(level_logits.float(), pre_nms_top_n, dim=1)  # (B, k)
             top_deltas = level_deltas.gather(1, top.indices[..., None].expand(-1, -1, 4))  # (B, k, 4)
             decoded = self.dense.box_coder.decode(top_deltas.float().reshape(-1, 4), level_anchors[top.indices].reshape(-1, 4))
             boxes.append(decoded.view(top_deltas.shape))
             scores.append(top.values)
-            levels.append(torch.full((top.values.shape[1],), level, dtype=torch.int64, device=top.values.device))
+            levels.append(torch.full_like(top.indices[0], level))  # (k,)
         boxes, scores, levels = torch.cat(boxes, 1), torch.cat(scores, 1).sigmoid(), torch.cat(levels)  # (B, T, 4), (B, T), (T,)
         image_boxes, image_scores = [], []
         for i, image_size in enumerate(image_sizes):

@@ -11,6 +11,7 @@ from detkit.ops.matcher import BACKGROUND, IGNORED, Matcher
 from detkit.ops.nms import batched_nms, nms
 from detkit.ops.pooling import roi_align
 from detkit.ops.sampler import BalancedSampler
+from detkit.ops.topk import topk_at_most
 
 __all__ = [
     "AnchorGenerator",
@@ -29,4 +30,5 @@ __all__ = [
     "remove_small_boxes",
     "roi_align",
     "sigmoid_focal_loss",
+    "topk_at_most",
 ]

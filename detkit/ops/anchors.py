@@ -69,6 +69,9 @@ class AnchorGenerator:
         if len(feature_shapes) != len(self.sizes) or len(strides) != len(self.sizes):
             raise ValueError(f"AnchorGenerator has {len(self.sizes)} levels, got {len(feature_shapes)} feature shapes "
                              f"and {len(strides)} strides")
+        if torch.jit.is_tracing():  # ONNX export: traced sizes stay symbolic (int() and the cache would fix them)
+            return [grid_anchors(cell.to(device), shape, stride, self.offset).to(dtype)
+                    for cell, shape, stride in zip(self.cell_anchors, feature_shapes, strides)]
         shapes = tuple((int(h), int(w)) for h, w in feature_shapes)
         device = torch.device(device if device is not None else "cpu")
         key = (shapes, tuple(strides), device, dtype)

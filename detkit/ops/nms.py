@@ -24,6 +24,7 @@ import torch
 import torchvision  # noqa: F401  (registers torch.ops.torchvision)
 
 from detkit.ops.boxes import box_iou, compute_dtype
+from detkit.ops.nms_onnx import onnx_batched_nms
 
 # Below this many boxes (CPU) one kernel call on class-separated boxes beats a loop over classes; the
 # separated call compares every pair across classes, so it loses as N grows (torchvision uses the same cut).
@@ -65,6 +66,13 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, i
     _check_inputs(boxes, scores)
     if idxs.shape != scores.shape:
         raise ValueError(f"idxs must have shape (N,) like scores {tuple(scores.shape)}, got {tuple(idxs.shape)}")
+    if torch.onnx.is_in_onnx_export():  # the graph's own per-class NonMaxSuppression, same kept boxes and order
+        return onnx_batched_nms(boxes, scores, idxs, float(iou_threshold))
+    return eager_batched_nms(boxes, scores, idxs, iou_threshold)
+
+
+def eager_batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """``batched_nms`` of checked inputs, eagerly."""
     if len(boxes) == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
     boxes, scores = _as_kernel_dtype(boxes, scores)

@@ -46,7 +46,7 @@ def roi_align(features: torch.Tensor, rois: torch.Tensor, output_size: tuple[int
 def _channel_chunks(features: torch.Tensor, rois: torch.Tensor, output_size: tuple[int, int]) -> int:
     """How many channel chunks to pool in parallel: 1 where the plain torchvision call is the right one."""
     if (features.device.type != "cpu" or features.dtype not in (torch.float32, torch.float64)
-            or torch.is_autocast_enabled("cpu")):
+            or torch.is_autocast_enabled("cpu") or torch.jit.is_tracing()):  # traced: torchvision's ONNX RoiAlign
         return 1
     outputs = rois.shape[0] * features.shape[1] * output_size[0] * output_size[1]
     if outputs < MIN_PARALLEL_OUTPUTS:
