@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TextIO
 
 import cv2
 import numpy as np
@@ -47,11 +48,9 @@ class PartlyDecodedError(BadVideoError):
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What the container states: frames per second, frame width and height in pixels, frame count (0: unknown)."""
+    """What the container states: frames per second and the frame count (0: unknown)."""
 
     fps: float
-    width: int
-    height: int
     declared_frames: int
 
 
@@ -81,8 +80,7 @@ def open_video(path: str) -> tuple[cv2.VideoCapture, VideoInfo]:
         capture.release()
         raise BadVideoError(f"cannot read video {path}: OpenCV cannot open it (not a video, or truncated)")
     fps = capture.get(cv2.CAP_PROP_FPS)
-    info = VideoInfo(fps=fps if fps > 0 else UNKNOWN_FPS, width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
-                     height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+    info = VideoInfo(fps=fps if fps > 0 else UNKNOWN_FPS,
                      declared_frames=max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT))))
     return capture, info
 
@@ -117,31 +115,49 @@ def frame_record(index: int, seconds: float, prediction: Prediction) -> dict:
             "scores": prediction.scores.tolist(), "labels": prediction.labels.tolist(), "names": prediction.names}
 
 
+def open_writer(path: str, fps: float, height: int, width: int) -> cv2.VideoWriter:
+    """An OpenCV writer of (height, width) BGR frames at ``fps`` into ``path`` (codec ``FOURCC``, container from
+    the extension); OSError naming the file when OpenCV cannot write it."""
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*FOURCC), fps, (width, height))
+    if not writer.isOpened():
+        raise OSError(f"cannot write video {path}: OpenCV has no {FOURCC!r} encoder or cannot create the file")
+    return writer
+
+
+def predict_frames(detector: Detector, capture: cv2.VideoCapture, video_path: str, lines: TextIO, fps: float, *,
+                   options: PredictOptions, batch_size: int, bar: tqdm) -> int:
+    """Predict, draw and write every decoded frame of ``capture``: the annotated frames to ``video_path`` at the
+    first frame's size (OpenCV's sizes follow its auto-rotation), a ``frame_record`` each to ``lines``. Returns
+    the number of frames."""
+    writer, frames = None, 0
+    try:
+        for batch in batches(decoded_frames(capture), batch_size):
+            writer = writer or open_writer(video_path, fps, *batch[0].shape[:2])
+            for frame, prediction in zip(batch, detector.predict(batch, batch_size=batch_size, **asdict(options))):
+                writer.write(cv2.cvtColor(annotate(frame, prediction), cv2.COLOR_RGB2BGR))
+                lines.write(json.dumps(frame_record(frames, frames / fps, prediction)) + "\n")
+                frames += 1
+            bar.update(len(batch))
+    finally:
+        if writer is not None:
+            writer.release()
+    return frames
+
+
 def predict_video(detector: Detector, path: str, video_out: str, lines_out: str, *,
                   options: PredictOptions = PredictOptions(), batch_size: int = 8, progress: bool = True) -> int:
     """Predict every frame of the video ``path``; write the annotated video to ``video_out`` (same fps and size)
-    and a ``frame_record`` per frame to ``lines_out``. Returns the number of frames; BadVideoError naming the
-    file when it cannot be opened or gives no frame (nothing is written then)."""
+    and a ``frame_record`` per frame to ``lines_out``, both under temporary names until the last frame. Returns
+    the number of frames. BadVideoError naming the file when it cannot be opened or gives no frame (nothing is
+    written); PartlyDecodedError when it gives fewer frames than it declares (those frames are written)."""
     capture, info = open_video(path)
-    frames = 0
     try:
         with (atomic_destination(video_out) as video_temp, atomic_destination(lines_out) as lines_temp,
               open(lines_temp, "w", encoding="utf-8") as lines,
               tqdm(total=info.declared_frames or None, unit="frame", desc=os.path.basename(path),
                    disable=not progress) as bar):
-            writer = cv2.VideoWriter(video_temp, cv2.VideoWriter_fourcc(*FOURCC), info.fps, (info.width, info.height))
-            if not writer.isOpened():
-                raise OSError(f"cannot write video {video_out}: OpenCV has no {FOURCC!r} encoder")
-            try:
-                for batch in batches(decoded_frames(capture), batch_size):
-                    predictions = detector.predict(batch, batch_size=batch_size, **asdict(options))
-                    for frame, prediction in zip(batch, predictions):
-                        writer.write(cv2.cvtColor(annotate(frame, prediction), cv2.COLOR_RGB2BGR))
-                        lines.write(json.dumps(frame_record(frames, frames / info.fps, prediction)) + "\n")
-                        frames += 1
-                    bar.update(len(batch))
-            finally:
-                writer.release()
+            frames = predict_frames(detector, capture, video_temp, lines, info.fps, options=options,
+                                    batch_size=batch_size, bar=bar)
             if frames == 0:
                 raise BadVideoError(f"cannot read video {path}: no frame could be decoded")
     finally:
