@@ -1,28 +1,34 @@
-"""tools/bench_models.py: the torchvision twins have detkit's architecture, and a quick run prints the table."""
+"""detkit.benchmarks.models (tools/bench_models.py): the torchvision twins have detkit's architecture, and a quick
+run prints the table."""
 import dataclasses
-import importlib.util
-import pathlib
 import re
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from torch import nn
 
-TOOL = pathlib.Path(__file__).resolve().parents[1] / "tools" / "bench_models.py"
-spec = importlib.util.spec_from_file_location("bench_models", TOOL)
-bench = importlib.util.module_from_spec(spec)
-sys.modules["bench_models"] = bench  # dataclasses look their module up there
-spec.loader.exec_module(bench)
+from detkit.benchmarks import models as bench
+from detkit.benchmarks.architecture import architecture_check
+from detkit.benchmarks.torchvision_twins import copy_parameters
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "bench_models.py"
 
 QUICK_ROWS = [f"{model} {size} {phase}" for model, size in (
     ("RetinaNet shapes", "64px b2"), ("Faster R-CNN shapes", "64px b2"),
     ("RetinaNet R50-FPN", "64px b1"), ("Faster R-CNN R50-FPN", "64px b1")) for phase in ("train", "infer")]
 
 
-def shapes_setting(detector: str) -> "bench.Setting":
+def shapes_setting(detector: str) -> bench.Setting:
     """The full run's shapes setting of ``detector``, one image (checks only, nothing timed)."""
     setting = next(s for s in bench.settings(quick=False, cuda=False) if s.detector == detector and s.trunk == "shapes")
     return dataclasses.replace(setting, batch=1)
+
+
+def matching_rule(matcher) -> tuple[float, float, bool]:
+    """A torchvision Matcher's (fg threshold, bg threshold, low-quality matches)."""
+    return matcher.high_threshold, matcher.low_threshold, matcher.allow_low_quality_matches
 
 
 def test_full_run_has_the_rows_of_the_issue():
@@ -36,7 +42,7 @@ def test_full_run_has_the_rows_of_the_issue():
 def test_retinanet_twin_has_the_configs_anchors_and_head(one_thread):
     setting = shapes_setting("RetinaNet")
     ours, theirs = bench.build_pair(setting)
-    check = bench.architecture_check(ours, theirs, bench.synthetic_batches(setting, count=1)[0])
+    check = architecture_check(ours, theirs, setting.batches(count=1)[0])
     # README: 3024 anchors per 128 px image, (16^2 + 8^2 + 4^2) locations x 3 sizes x 3 ratios
     assert check.anchors == (3024, 3024) and check.anchors_equal
     assert check.trunk_parameters[0] == check.trunk_parameters[1] > 0
@@ -52,7 +58,7 @@ def test_retinanet_twin_has_the_configs_anchors_and_head(one_thread):
 def test_faster_rcnn_twin_has_the_configs_proposal_and_roi_counts(one_thread):
     setting = shapes_setting("Faster R-CNN")
     ours, theirs = bench.build_pair(setting)
-    check = bench.architecture_check(ours, theirs, bench.synthetic_batches(setting, count=1)[0])
+    check = architecture_check(ours, theirs, setting.batches(count=1)[0])
     # README: 8160 RPN anchors per 128 px image, (32^2 + 16^2 + 8^2 + 4^2) locations x 2 sizes x 3 ratios
     assert check.anchors == (8160, 8160) and check.anchors_equal
     assert check.trunk_parameters[0] == check.trunk_parameters[1]
@@ -61,6 +67,8 @@ def test_faster_rcnn_twin_has_the_configs_proposal_and_roi_counts(one_thread):
     # configs/faster_rcnn_shapes.yaml
     assert theirs.rpn._pre_nms_top_n == {"training": 300, "testing": 500}
     assert theirs.rpn._post_nms_top_n == {"training": 300, "testing": 300}
+    assert matching_rule(theirs.rpn.proposal_matcher) == (0.7, 0.3, True)  # Proposals' and RoIHead's defaults
+    assert matching_rule(theirs.roi_heads.proposal_matcher) == (0.5, 0.5, False)
     sampler = theirs.roi_heads.fg_bg_sampler
     assert (sampler.batch_size_per_image, sampler.positive_fraction) == (64, 0.5)
     assert theirs.roi_heads.box_roi_pool.featmap_names == ["0", "1", "2", "3"]  # P2-P5
@@ -69,12 +77,13 @@ def test_faster_rcnn_twin_has_the_configs_proposal_and_roi_counts(one_thread):
 
 def test_copy_parameters_refuses_different_layers():
     with pytest.raises(ValueError, match="differ"):
-        bench.copy_parameters(nn.Conv2d(8, 8, 3), nn.Conv2d(8, 8, 1))
+        copy_parameters(nn.Conv2d(8, 8, 3), nn.Conv2d(8, 8, 1))
 
 
-def test_quick_run_prints_every_row_and_the_worst_cpu_ratio(one_thread, capsys):
-    rows = bench.main(["--quick", "--threads", "1", "--no-cuda", "--warmup", "0", "--steps", "1"])
-    lines = capsys.readouterr().out.strip().splitlines()
+def test_quick_run_prints_every_row_and_the_worst_cpu_ratio(one_thread):
+    lines = []
+    rows = bench.run_model_benchmark(quick=True, cuda=False, warmup=0, steps=1, print_line=lines.append,
+                                     log=lambda message: None)
     table = {line[:44].strip(): line[44:].split() for line in lines[3:-1]}
     assert list(table) == QUICK_ROWS
     ratios = {}
@@ -89,3 +98,14 @@ def test_quick_run_prints_every_row_and_the_worst_cpu_ratio(one_thread, capsys):
     for row in rows:  # the pairs the run built had the same anchors and trunk
         assert row.check.anchors[0] == row.check.anchors[1] and row.check.anchors_equal
         assert row.check.trunk_parameters[0] == row.check.trunk_parameters[1]
+
+
+def test_command_line_runs_one_quick_setting():
+    done = subprocess.run([sys.executable, str(TOOL), "--quick", "--threads", "1", "--no-cuda", "--warmup", "0",
+                           "--steps", "1", "--memory-steps", "0", "--only", "RetinaNet shapes"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert [line[:44].strip() for line in lines[3:-1]] == [f"RetinaNet shapes 64px b2 {phase}"
+                                                           for phase in ("train", "infer")]
+    assert lines[-1].startswith("worst ratio ") and "anchors/image" in done.stderr
