@@ -3,10 +3,10 @@ end, SIGKILLed in its second epoch before any validation or periodic write, resu
 from __future__ import annotations
 
 import pytest
-
 from crash import FirstStep
-from detkit.engine.cli import train
 from test_engine_resume import load, run, train_command
+
+from detkit.engine.cli import train
 
 STEPS_PER_EPOCH = 8  # the shapes_root fixture's 32 training images in batches of 4
 EPOCHS, KILL_AT = 3, 12  # step 12 is mid-epoch 2 (its steps are 9-16)

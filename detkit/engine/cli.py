@@ -5,11 +5,13 @@ that names it; the resolved config is saved as ``config.yaml`` in the run's log 
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
 import torch
 import yaml
+from jsonargparse import DefaultHelpFormatter
 
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
@@ -28,6 +30,7 @@ from detkit.engine.init_from import InitFromError
 from detkit.engine.loggers import share_run_folder
 from detkit.engine.module import DetectionModule, NonFiniteLossError
 from detkit.engine.periodic_checkpoint import PeriodicCheckpoint
+from detkit.engine.quiet_output import quiet_lightning
 from detkit.engine.report import print_evaluation, print_run_report, print_training
 from detkit.engine.resume import ResumeTarget, find_resume_target, keep_csv_history
 from detkit.engine.rng_state import RandomState
@@ -37,17 +40,47 @@ from detkit.inference.checkpoint import (
 )
 from detkit.inference.config import config_beside
 
+# Lightning's own cap when max_epochs is unset, set explicitly for a run only the time budget bounds: it sizes the
+# schedule until the budget's first plan, and Lightning would otherwise warn that max_epochs was not set
+BUDGET_MAX_EPOCHS = 1000
+
+TRAIN_USAGE = "%(prog)s [--config YAML] [--resume last|CKPT] [--KEY VALUE ...]"
+TRAIN_DESCRIPTION = """\
+Train a detector from a config, then evaluate its best checkpoint on the val
+split. Any config key listed below can be set on the command line; the main:
+
+  --config YAML         the config, e.g. configs/retinanet_shapes.yaml
+  --resume last|CKPT    continue a killed or stopped run in its own folder:
+                        from CKPT, or ("last") from the newest last.ckpt of a
+                        run of this config under the logger's save_dir/name.
+                        A kill loses at most one epoch, or 5 minutes of a long
+                        one (docs/guide/resume.md)
+  --budget.minutes M    wall-clock budget of training and its validations: the
+                        schedule is sized to fit it (null: off; then
+                        trainer.max_epochs / max_steps size the run)
+  --budget.validations N
+                        validations in the run, the last one included
+  --last_checkpoint.every_minutes M, .every_n_steps N, .every_epoch BOOL
+                        when last.ckpt is written between validations
+"""
+
+
+class _HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """jsonargparse's help, with the description's line breaks kept."""
+
 
 class DetectionCLI(LightningCLI):
     """LightningCLI for ``DetectionModule`` + ``DetectionDataModule``.
 
     The detector's ``num_classes`` comes from the dataset's categories, and a best-AP checkpoint
     (``checkpoints/best.ckpt``) plus the last one are kept; both are configurable (``--checkpoint.*``), and
-    ``last.ckpt`` is also rewritten every few minutes (``--last_checkpoint.*``). Checkpoints are written
-    atomically and hold the random state. ``resume`` ("last" or a checkpoint path) continues a run in its folder.
+    ``last.ckpt`` is also rewritten at epoch ends and every few minutes (``--last_checkpoint.*``).
+    Checkpoints are written atomically and hold the random state. ``resume`` ("last" or a checkpoint path)
+    continues a run in its folder.
     """
 
     def __init__(self, *args, resume: str | None = None, **kwargs):
+        quiet_lightning()
         kwargs.setdefault("save_config_kwargs", {"overwrite": False})
         self.resume = resume
         self.resume_target: ResumeTarget | None = None
@@ -106,13 +139,23 @@ class DetectionCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         """Lightning's trainer with atomic checkpoint writes (``AtomicCheckpointIO``), its loggers sharing one run
-        folder (``detkit.engine.loggers.share_run_folder``)."""
-        plugins = self._get(self.config_init, "trainer", default={}).get("plugins") or []
+        folder (``detkit.engine.loggers.share_run_folder``), and ``BUDGET_MAX_EPOCHS`` when only the time budget
+        bounds the run."""
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        plugins = trainer_config.get("plugins") or []
         plugins = plugins if isinstance(plugins, list) else [plugins]
         kwargs.setdefault("plugins", [*plugins, AtomicCheckpointIO()])
+        if _only_the_budget_bounds(trainer_config, self._get(self.config_init, "budget")):
+            kwargs.setdefault("max_epochs", BUDGET_MAX_EPOCHS)
         trainer = super().instantiate_trainer(**kwargs)
         share_run_folder(trainer.loggers)
         return trainer
+
+
+def _only_the_budget_bounds(trainer_config, budget: TimeBudget | None) -> bool:
+    """Whether a time budget is set and no ``max_epochs``, ``max_steps`` or ``max_time`` (Lightning's limits)."""
+    return (budget is not None and budget.minutes is not None and trainer_config.get("max_epochs") is None
+            and trainer_config.get("max_steps", -1) == -1 and trainer_config.get("max_time") is None)
 
 
 def _logger_configs(logger) -> list:
@@ -130,7 +173,8 @@ def train(args: list[str] | None = None) -> tuple[DetectionCLI, object]:
     ``--resume last`` (or ``--resume CKPT``) continues a run where its newest checkpoint left it, in its folder.
     """
     args = list(sys.argv[1:] if args is None else args)
-    cli = DetectionCLI(run=False, args=args, resume=_pop_option(args, "--resume"))
+    help_text = {"usage": TRAIN_USAGE, "description": TRAIN_DESCRIPTION, "formatter_class": _HelpFormatter}
+    cli = DetectionCLI(run=False, args=args, resume=_pop_option(args, "--resume"), parser_kwargs=help_text)
     trainer = cli.trainer
     check_run_outputs(trainer, cli.model.hparams.results_path, new_run=cli.resume is None)
     interruption = _fit(cli)
@@ -143,7 +187,7 @@ def train(args: list[str] | None = None) -> tuple[DetectionCLI, object]:
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     throughput.reset_inference()
     cli.model.write_pictures = True  # PR curves, confusion matrix, worst images beside the results JSON
-    trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=best or None, verbose=False)
+    trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
     result = cli.model.last_evaluation
     log_dir = trainer.log_dir  # a broadcast under DDP: every rank asks
     if trainer.is_global_zero:
@@ -189,12 +233,12 @@ def evaluate(args: list[str] | None = None):
     config's model and dataset first: a missing, corrupt or unsafe file, other classes or another architecture
     exit with an error naming the file and the mismatch.
     """
-    args = list(sys.argv[1:] if args is None else args)
-    checkpoint = _pop_option(args, "--checkpoint")
+    options, args = _eval_parser().parse_known_args(sys.argv[1:] if args is None else args)
+    checkpoint = options.checkpoint
     contents = _read_checkpoint_or_exit(checkpoint)
-    results = next_free_path(_pop_option(args, "--results") or os.path.splitext(checkpoint)[0] + "_results_val.json")
+    results = next_free_path(options.results or os.path.splitext(checkpoint)[0] + "_results_val.json")
     check_writable(os.path.dirname(os.path.abspath(results)), "--results")
-    config = _pop_option(args, "--config") or _eval_config(checkpoint, contents)
+    config = options.config or _eval_config(checkpoint, contents)
     # Evaluation writes no logs: only the results JSON and the printout.
     cli = DetectionCLI(run=False, args=["--config", config, *args, "--trainer.logger=false"], save_config_callback=None)
     _check_fits_or_exit(checkpoint, contents, cli, config if os.path.isfile(config) else "the embedded config")
@@ -207,10 +251,24 @@ def evaluate(args: list[str] | None = None):
     return cli.model.last_evaluation
 
 
-def _read_checkpoint_or_exit(checkpoint: str | None) -> dict:
+def _eval_parser() -> argparse.ArgumentParser:
+    """The options of ``evaluate``; whatever else is on the command line overrides the config."""
+    parser = argparse.ArgumentParser(
+        description="Evaluate a checkpoint on the val split: COCO summary, per-class AP, results JSON, pictures.",
+        epilog="Any other --KEY VALUE overrides that key of the config, as in tools/train.py (whose --help lists "
+               "them): e.g. --data.val_batch_size 32, --model.eval_backend faster_coco_eval.",
+        allow_abbrev=False)  # --config must not swallow --config.x, nor --checkpoint the --checkpoint.* keys
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="the checkpoint to evaluate")
+    parser.add_argument("--config", metavar="YAML",
+                        help="the config (default: the config.yaml of the checkpoint's run, else the one it embeds)")
+    parser.add_argument("--results", metavar="JSON",
+                        help="where the results go (default: <checkpoint stem>_results_val.json); an existing "
+                             "file is kept and the next free <stem>-v1.json, -v2... is written instead")
+    return parser
+
+
+def _read_checkpoint_or_exit(checkpoint: str) -> dict:
     """The checkpoint's contents (``detkit.inference.checkpoint.read_checkpoint``), or exit naming the problem."""
-    if checkpoint is None:
-        raise SystemExit("error: --checkpoint CKPT is required")
     try:
         return read_checkpoint(checkpoint)
     except CheckpointError as error:
