@@ -44,22 +44,30 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     objects other than tensors and plain values, or is not a checkpoint written by detkit training.
     """
     path = os.fspath(path)
+    checkpoint = load_safely(path, "checkpoint", "Use a checkpoint written by detkit training")
+    _check_is_detkit_checkpoint(checkpoint, path)
+    return checkpoint
+
+
+def load_safely(path: str, what: str, advice: str):
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain values only, so a file cannot run code.
+
+    ``what`` names the file's role in the messages ("checkpoint", "weights file"), ``advice`` ends the refusal of
+    unsafe content. CheckpointError naming ``path`` when it is missing, truncated, corrupt or unsafe.
+    """
     if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path}" + (" (a folder)" if os.path.isdir(path) else ""))
+        raise CheckpointError(f"{what} not found: {path}" + (" (a folder)" if os.path.isdir(path) else ""))
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         if UNSAFE_GLOBAL in str(error):  # other weights-only failures ("Unsupported operand") are bad bytes
             raise CheckpointError(
                 f"{path}: refused: the file holds pickled Python objects other than tensors and plain values "
-                f"({_line_with(error, UNSAFE_GLOBAL)}); detkit loads checkpoints with "
-                f"torch.load(weights_only=True) so that a file cannot run code. Use a checkpoint written by "
-                f"detkit training") from None
+                f"({_line_with(error, UNSAFE_GLOBAL)}); detkit loads {what}s with "
+                f"torch.load(weights_only=True) so that a file cannot run code. {advice}") from None
         raise _unreadable(path, error) from None
     except Exception as error:  # torch/zipfile/pickle raise RuntimeError, EOFError, KeyError... on bad bytes
         raise _unreadable(path, error) from None
-    _check_is_detkit_checkpoint(checkpoint, path)
-    return checkpoint
 
 
 def _unreadable(path: str, error: Exception) -> CheckpointError:
