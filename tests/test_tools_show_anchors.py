@@ -1,7 +1,8 @@
-"""tools/show_anchors.py: the anchors of a hand-made image split as the matcher assigns them (hand-counted, and
-torchvision's Matcher as the oracle for the shipped configs' anchors), drawn in their colours where they lie."""
+"""detkit.engine.show_anchors (tools/show_anchors.py): the anchors of a hand-made image split as the matcher assigns
+them (hand-counted, and torchvision's Matcher as the oracle for the shipped configs' anchors), drawn in their colours
+where they lie."""
 import json
-import runpy
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from torchvision.models.detection._utils import Matcher as TorchvisionMatcher
 
 from detkit.anchor_picture import IGNORED_COLOUR, POSITIVE, anchor_view
 from detkit.engine.cli import DetectionCLI
+from detkit.engine.show_anchors import show_anchors
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -50,19 +52,10 @@ ONE_ANCHOR_A_LEVEL = ["--model.detector.init_args.anchors.sizes", "[16, 32, 64]"
                       "--model.detector.init_args.anchors.aspect_ratios", "[1.0]"]
 
 
-def show_anchors(*args: str) -> None:
-    argv = sys.argv
-    sys.argv = ["show_anchors.py", *args]
-    try:
-        runpy.run_path(str(REPO / "tools" / "show_anchors.py"), run_name="__main__")
-    finally:
-        sys.argv = argv
-
-
 def test_hand_counted_anchors_are_drawn_where_the_matcher_puts_them(root, tmp_path, capsys):
     out = tmp_path / "anchors.png"
-    show_anchors("--config", str(REPO / "configs" / "retinanet_shapes.yaml"), *data_args(root), *ONE_ANCHOR_A_LEVEL,
-                 "--num-background", "5", "--out", str(out))
+    show_anchors([str(REPO / "configs" / "retinanet_shapes.yaml")], [*data_args(root), *ONE_ANCHOR_A_LEVEL],
+                 num_background=5, out=str(out))
     # 16 x 16 + 8 x 8 + 4 x 4 anchors: 2 positive (A's and B's), 2 ignored (B's neighbours), the rest background
     assert "2 positive, 2 ignored, 332 background (5 drawn) of 336 anchors" in capsys.readouterr().out
     tile = Image.open(out).convert("RGB")
@@ -93,11 +86,22 @@ def test_counts_equal_torchvisions_matcher_on_the_shipped_anchors(config, root):
     assert torchvision.ops.box_iou(boxes, view.background_sample).max() < stage.matcher.low_threshold
 
 
-def test_two_configs_side_by_side(root, tmp_path, capsys):
+def test_command_line_draws_two_configs_side_by_side(root, tmp_path):
     out = tmp_path / "both.png"
-    show_anchors("--config", str(REPO / "configs" / "retinanet_shapes.yaml"),
-                 "--config", str(REPO / "configs" / "faster_rcnn_shapes.yaml"), *data_args(root), "--out", str(out))
-    printed = capsys.readouterr().out
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "show_anchors.py"),
+                           "--config", str(REPO / "configs" / "retinanet_shapes.yaml"),
+                           "--config", str(REPO / "configs" / "faster_rcnn_shapes.yaml"), *data_args(root),
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    printed = done.stdout
     assert "RetinaNet: positive IoU >= 0.5, background < 0.4" in printed
     assert "RPN: positive IoU >= 0.7, background < 0.3" in printed
     assert Image.open(out).width == 2 * 128 * UPSCALE
+
+
+def test_command_line_names_the_images_of_the_split(root):
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "show_anchors.py"), "--image", "3",
+                           "--config", str(REPO / "configs" / "retinanet_shapes.yaml"), *data_args(root)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "error: --image 3: the train split" in done.stderr
+    assert "has images 0..0" in done.stderr

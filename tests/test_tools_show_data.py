@@ -1,8 +1,9 @@
-"""tools/show_data.py: the statistics of a hand-made dataset (counts, box sizes after the resize, ground truths
-that no anchor reaches at the fg IoU) and the sample grid (tile count and size, boxes drawn where the train
-split's augmentation puts them)."""
+"""detkit.engine.show_data (tools/show_data.py): the statistics of a hand-made dataset (counts, box sizes after the
+resize, ground truths that no anchor reaches at the fg IoU) and the sample grid (tile count and size, boxes drawn
+where the train split's augmentation puts them)."""
 import json
-import runpy
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from PIL import Image
 from detkit.data.datamodule import evenly_spread
 from detkit.engine.cli import DetectionCLI
 from detkit.engine.data_report import data_report
+from detkit.engine.show_data import show_data
 from detkit.visualize import class_colour
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -81,10 +83,6 @@ def test_statistics_of_a_hand_made_dataset(root, split):
     assert rows["all"][1:5] == ["4", "100.0%", "2", "(50.0%)"]
 
 
-def run_tool(root: Path, *args: str) -> None:
-    runpy.run_path(str(REPO / "tools" / "show_data.py"))["main"](config_args(root, *args))
-
-
 def pixel(grid: Image.Image, x: int, y: int) -> tuple[int, int, int]:
     return grid.getpixel((x, y))
 
@@ -94,22 +92,24 @@ def pixel(grid: Image.Image, x: int, y: int) -> tuple[int, int, int]:
 RIGHT_EDGE, MIRRORED_LEFT_EDGE, MID_HEIGHT = 32, 224, 24
 
 
-def test_val_grid_draws_every_image_unaugmented(root, tmp_path, capsys):
+def test_val_grid_draws_every_image_unaugmented(root, tmp_path):
     out = tmp_path / "val.png"
-    run_tool(root, "--split", "val", "--num", "16", "--out", str(out))
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "show_data.py"), *config_args(root), "--split", "val",
+                           "--num", "16", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
     grid = Image.open(out).convert("RGB")
     assert grid.size == (3 * 256, 256)  # 3 images (fewer than --num) of 128 px enlarged twice, one row
     assert pixel(grid, RIGHT_EDGE, MID_HEIGHT) == class_colour(0)
     assert pixel(grid, MIRRORED_LEFT_EDGE, MID_HEIGHT) == GREY
     assert pixel(grid, 2 * 256 + 128, 128) == GREY  # the image without boxes
-    printed = capsys.readouterr().out
+    printed = done.stdout
     assert "val split: 3 images (1 without boxes), 4 boxes" in printed and str(out) in printed
 
 
 def test_train_grid_shows_the_configured_augmentation(root, tmp_path):
     out = tmp_path / "train.png"
-    run_tool(root, "--split", "train", "--num", "2", "--out", str(out),
-             "--data.train_augmentations", "[{type: HorizontalFlip, p: 1.0}]")
+    show_data(config_args(root, "--data.train_augmentations", "[{type: HorizontalFlip, p: 1.0}]"), split="train",
+              num=2, out=str(out))
     grid = Image.open(out).convert("RGB")
     assert grid.size == (2 * 256, 256)
     assert pixel(grid, MIRRORED_LEFT_EDGE, MID_HEIGHT) == class_colour(0)

@@ -14,16 +14,9 @@ import argparse
 import shlex
 import sys
 
+from detkit.experiments.catalogue import budget_error, study_list
 from detkit.experiments.runner import Settings, run_study
 from detkit.experiments.studies import STUDIES
-
-
-def scale_text(scale) -> str:
-    """A ``Scale`` in words: "10 min per arm, 8 epochs"."""
-    parts = [f"{scale.minutes:g} min per arm" if scale.minutes else "",
-             f"{scale.epochs} epoch{'s' * (scale.epochs != 1)}" if scale.epochs else "",
-             f"{scale.images} images per arm" if scale.images else ""]
-    return ", ".join(part for part in parts if part)
 
 
 def parse_options(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -50,18 +43,17 @@ def parse_options(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         value = getattr(options, name)
         if value is not None and value <= 0:
             parser.error(f"--{name.replace('_', '-')} must be > 0, got {value:g}")
-    for name, kind in (("minutes", "equal-time"), ("epochs", "equal-epoch"), ("images", "equal-image")):
-        full = STUDIES[options.study].full if options.study else None
-        if full is not None and getattr(options, name) is not None and not getattr(full, name):
-            parser.error(f"--{name}: {options.study} has no {kind} arms (its budget: {scale_text(full)})")
+    error = options.study and budget_error(options.study, minutes=options.minutes, epochs=options.epochs,
+                                           images=options.images)
+    if error:
+        parser.error(error)
     return options, extra
 
 
 def main() -> None:
     options, extra = parse_options(sys.argv[1:])
     if options.list:
-        for study in STUDIES.values():
-            print(f"{study.name:<17} {study.title}: full {scale_text(study.full)}; quick {scale_text(study.quick)}")
+        print(study_list())
         return
     settings = Settings(quick=options.quick, minutes=options.minutes, epochs=options.epochs, images=options.images,
                         extra_args=tuple(extra), runs_dir=options.runs, out_dir=options.out, reuse=options.reuse,

@@ -7,14 +7,9 @@ IoU threshold.
         [--out runs/show_data_<config>_<split>.png] [--max-images N] [overrides such as --data.min_size 256]
 """
 import argparse
-import os
 import sys
 
-from detkit.data.datamodule import evenly_spread
-from detkit.engine.anchor_check import AnchorCheck
-from detkit.engine.cli import DetectionCLI
-from detkit.engine.data_report import data_report
-from detkit.visualize import save_sample_grid
+from detkit.engine.show_data import EmptySplitError, show_data
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,24 +23,10 @@ def main(argv: list[str] | None = None) -> None:
     for name, value in (("--num", options.num), ("--max-images", options.max_images)):
         if value is not None and value < 1:
             parser.error(f"{name} must be >= 1, got {value}")
-    cli = DetectionCLI(run=False, args=cli_args + ["--trainer.logger=false"], save_config_callback=None)
-    datamodule = cli.datamodule
-    datamodule.prepare_data()  # the built-in dataset is generated on first use, as training does
-    check = next(c for c in cli.trainer.callbacks if isinstance(c, AnchorCheck))
-    report = data_report(datamodule, cli.model.detector, options.split, options.max_images, check.max_images)
-    print(report.text(datamodule.class_names))
-
-    configs = cli.config.get("config") or ["data"]
-    config_name = os.path.splitext(os.path.basename(str(configs[-1])))[0]  # the last --config given
-    out = options.out or os.path.join("runs", f"show_data_{config_name}_{options.split}.png")
-    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    dataset = datamodule.dataset(options.split)
-    if len(dataset) == 0:
-        raise SystemExit(f"error: the {options.split} split ({dataset.annotation_file}) has no images to draw")
-    grid = save_sample_grid(dataset, evenly_spread(len(dataset), options.num), out, datamodule.class_names)
-    print(f"\n{min(options.num, len(dataset))} {options.split} samples "
-          f"({'augmented as in training' if options.split == 'train' else 'resized only'}) drawn in {out} "
-          f"({grid.width}x{grid.height} px)")
+    try:
+        show_data(cli_args, split=options.split, num=options.num, out=options.out, max_images=options.max_images)
+    except EmptySplitError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":

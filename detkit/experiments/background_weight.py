@@ -24,13 +24,14 @@ def initial_imbalance(config: str, extra_args: tuple[str, ...]) -> tuple[Imbalan
     """The ``ImbalanceStats`` of ``config``'s dense stage on its training boxes (unaugmented, the images the anchor
     check uses), with the focal parameters and initial prior of the config's head; and the number of images."""
     from detkit.engine.anchor_check import AnchorCheck, dense_stages, fit_auto_anchors
+    from detkit.engine.imbalance_report import dense_stage_setups
 
     cli = built_config(config, tuple(extra_args))
     cli.datamodule.prepare_data()  # the built-in dataset is generated on first use, as training does
     check = next(c for c in cli.trainer.callbacks if isinstance(c, AnchorCheck))
     sizes, boxes, labels = cli.datamodule.input_boxes(check.max_images)
     fit_auto_anchors(dense_stages(cli.model.detector), sizes, boxes, labels)
-    setup = next(m for m in cli.model.detector.modules() if hasattr(m, "imbalance_setup")).imbalance_setup()
+    setup = dense_stage_setups(cli.model.detector)[0]
     stats = ImbalanceStats(num_classes=setup["num_classes"], prior=setup["prior"], focal_alpha=setup["focal_alpha"],
                            focal_gamma=setup["focal_gamma"])
     stage = setup["stage"]
