@@ -25,14 +25,15 @@ IMAGE_SIZES = [(200, 90), (90, 200), (480, 640)]  # (h, w)
 
 
 def random_torchvision(arch: str, seed: int = 0) -> torch.nn.Module:
-    """torchvision's ``arch`` with random weights; RetinaNet's classifier raised so that it detects something, and
-    spread so that few scores tie."""
+    """torchvision's ``arch`` with random weights, its classifier spread so that it detects something (a fresh
+    one scores every class about equally, below the 0.05 threshold) and few scores tie."""
     torch.manual_seed(seed)
     model = getattr(torchvision.models.detection, arch)(weights=None, weights_backbone=None).eval()
-    if hasattr(model, "head"):
-        with torch.no_grad():
-            model.head.classification_head.cls_logits.bias.normal_(-1.0, 1.0)
-            model.head.classification_head.cls_logits.weight.normal_(0.0, 0.05)
+    classifier = (model.head.classification_head.cls_logits if hasattr(model, "head")
+                  else model.roi_heads.box_predictor.cls_score)
+    with torch.no_grad():
+        classifier.bias.normal_(-1.0, 1.0 if hasattr(model, "head") else 3.0)
+        classifier.weight.normal_(0.0, 0.05)
     return model
 
 

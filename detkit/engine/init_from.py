@@ -74,7 +74,8 @@ def load_matching_weights(detector: nn.Module, path: str, class_names: list[str]
             report.reinitialised.append(f"{key} {tuple(state[key].shape)} -> {tuple(tensor.shape)}")
         else:
             report.loaded.append(key)
-    report.left_out = [key for key in state if key not in own]
+    # BatchNorm's step counts, which no forward pass reads, have no place in a frozen-BN detector: not worth a line
+    report.left_out = [key for key in state if key not in own and not key.endswith("num_batches_tracked")]
     if not report.loaded:
         raise InitFromError(f"model.init_from: {path}: no tensor matches this detector ({type(detector).__name__}) "
                             f"in name and shape: another architecture (the file's first keys: {list(state)[:NAMED]}, "
