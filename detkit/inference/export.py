@@ -144,6 +144,7 @@ def _trace(detector: Detector, example: np.ndarray, partial: str, opset: int) ->
         # the tracer warns at every Python-level shape check; the parity check is what proves the graph
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
         # autograd_inlining=False: the per-class NMS node stays one node (inlined, the exporter fails on it)
         torch.onnx.export(graph, (torch.from_numpy(onnx_input(example)),), partial, dynamo=False, opset_version=opset,
                           input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic,

@@ -65,11 +65,15 @@ def compare_image(session, detector: Detector, image: np.ndarray, box_tolerance:
         if labels[index] != reference[2][index] or box_difference[index] > box_tolerance \
                 or score_difference[index] > score_tolerance:
             problems.append(f"detection {index}: onnxruntime label {labels[index]} score {scores[index]:.5f} box "
-                            f"{np.round(boxes[index], 2).tolist()}, PyTorch label {reference[2][index]} score "
-                            f"{reference[1][index]:.5f} box {np.round(reference[0][index], 2).tolist()}")
+                            f"{_box_text(boxes[index])}, PyTorch label {reference[2][index]} score "
+                            f"{reference[1][index]:.5f} box {_box_text(reference[0][index])}")
     return ImageParity(size=image.shape[:2], onnx_count=len(boxes), torch_count=len(reference[0]),
                        max_box_difference=float(box_difference.max(initial=0.0)),
                        max_score_difference=float(score_difference.max(initial=0.0)), problems=problems)
+
+
+def _box_text(box: np.ndarray) -> str:
+    return "[" + ", ".join(f"{value:.2f}" for value in box.tolist()) + "]"
 
 
 def _shape_problems(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> list[str]:
