@@ -50,7 +50,7 @@ def train_tiny_retinanet(root: Path) -> Path:
     """
     write_dataset(root / "train_data")
     paths = [arg for key, value in data_paths(root / "train_data").items() for arg in (f"--data.{key}", value)]
-    cli, _ = train(["--config", str(REPO / "configs" / "retinanet_shapes.yaml"), *paths, "--data.builtin", "null",
+    run = train(["--config", str(REPO / "configs" / "retinanet_shapes.yaml"), *paths, "--data.builtin", "null",
                     "--trainer.accelerator", "cpu", "--trainer.logger.init_args.save_dir", str(root / "runs"),
                     "--trainer.max_epochs", "1", "--trainer.max_time", "null", "--budget.minutes", "null",
                     "--trainer.check_val_every_n_epoch", "1", "--trainer.enable_progress_bar", "false",
@@ -58,6 +58,7 @@ def train_tiny_retinanet(root: Path) -> Path:
                     "--model.warmup_steps", "1", "--model.detector.init_args.fpn.channels", "16",
                     "--model.detector.init_args.head.depth", "1", "--anchors.enabled", "false",
                     "--model.detector.init_args.inference.score_threshold", "0.0"])
+    cli = run.cli
     return Path(cli.trainer.checkpoint_callback.best_model_path)
 
 

@@ -120,7 +120,8 @@ def first_run(dataset, tmp_path_factory) -> Path:
     try:
         with pytest.MonkeyPatch.context() as monkeypatch:
             skip_pictures(monkeypatch)
-            cli, _ = train(tiny_args(save_dir) + data_args(root))
+            run = train(tiny_args(save_dir) + data_args(root))
+            cli = run.cli
     finally:
         torch.set_num_threads(before)
     return Path(cli.trainer.log_dir)
@@ -278,7 +279,8 @@ def test_second_training_with_the_same_command_keeps_the_first_run(first_run, da
     root, _ = dataset
     before = file_digests(first_run)
     assert {"config.yaml", "metrics.csv", "checkpoints/best.ckpt", "checkpoints/last.ckpt"} <= set(before)
-    cli, _ = train(tiny_args(first_run.parent.parent) + data_args(root))
+    run = train(tiny_args(first_run.parent.parent) + data_args(root))
+    cli = run.cli
     assert Path(cli.trainer.log_dir) == first_run.parent / "version_1"
     assert file_digests(first_run) == before
 
@@ -333,7 +335,8 @@ def test_model_that_predicts_nothing_scores_zero_as_coco_defines(first_run, data
 def test_1x1_20x_and_300_object_images_train_and_give_boxes_inside_them(config, tmp_path):
     root = tmp_path / "odd"
     data = write_dataset(root, {**ODD_IMAGES, (200, 90): IMAGES[(200, 90)]})
-    cli, evaluation = train(tiny_args(tmp_path / "runs", config) + data_args(root))
+    run = train(tiny_args(tmp_path / "runs", config) + data_args(root))
+    cli, evaluation = run.cli, run.evaluation
     with open(Path(cli.trainer.log_dir) / "metrics.csv") as file:
         losses = [float(row["train/loss"]) for row in csv.DictReader(file) if row.get("train/loss")]
     assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
@@ -391,7 +394,8 @@ def test_validation_set_without_annotations_scores_minus_one_as_coco_defines(dat
     root, data = dataset
     val = write_split(root, "val_without_annotations.json", {**data, "annotations": []})
     with pytest.warns(UserWarning, match=f"data.val_annotations: {literal(root / val)} has no annotations"):
-        cli, evaluation = train(tiny_args(tmp_path / "runs") + data_args(root, val_json=val))
+        run = train(tiny_args(tmp_path / "runs") + data_args(root, val_json=val))
+        cli, evaluation = run.cli, run.evaluation
     assert set(evaluation.stats.values()) == {-1.0}
     assert all(math.isnan(ap) and math.isnan(ap50) for _, ap, ap50 in evaluation.per_class)
     results = json.loads((Path(cli.trainer.log_dir) / "results_val.json").read_text())
@@ -405,7 +409,8 @@ def test_class_present_in_val_but_never_in_train_is_warned_and_scored(dataset, t
                              {**data, "annotations": [a for a in data["annotations"] if a["category_id"] != green]})
     message = rf"{literal(root / train_json)} has no usable box of class\(es\) \['green'\]"
     with pytest.warns(UserWarning, match=message):
-        _, evaluation = train(tiny_args(tmp_path / "runs") + data_args(root, train_json=train_json))
+        run = train(tiny_args(tmp_path / "runs") + data_args(root, train_json=train_json))
+        evaluation = run.evaluation
     per_class = {name: ap for name, ap, _ in evaluation.per_class}
     assert list(per_class) == ["red", "green", "blue"]
     assert 0.0 <= per_class["green"] <= 1.0  # defined: val has green objects (nan would mean no ground truth)

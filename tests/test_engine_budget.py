@@ -48,16 +48,17 @@ def run_args(root: Path, tmp_path: Path, *extra: str) -> list[str]:
 def test_a_slower_machine_trains_fewer_steps_with_a_complete_schedule(shapes_root, tmp_path):
     budget_s, runs = 6.0, {}
     for delay in (0.0, 0.06):
-        cli, result = train(run_args(shapes_root, tmp_path / str(delay), "--budget.minutes", str(budget_s / 60),
+        run = train(run_args(shapes_root, tmp_path / str(delay), "--budget.minutes", str(budget_s / 60),
                                      "--trainer.max_epochs", "null", "--budget.validations", "3",
                                      "--trainer.callbacks+=slow_machine.SlowMachine",
                                      f"--trainer.callbacks.seconds={delay}"))
+        cli, result = run.cli, run.evaluation
         module, steps = cli.model, cli.trainer.global_step
         assert steps == module.lr_schedule.total_steps  # the schedule ran to its planned end ...
         assert module.lr_schedule(steps) == pytest.approx(0.0, abs=1e-12)  # ... where the cosine reaches 0
         assert module.validated_step == steps  # the final weights were validated
-        assert cli.fit_seconds <= budget_s + 1.5  # and all of it inside the budget (1.5 s for what is not planned)
-        assert cli.fit_seconds >= 0.7 * budget_s  # without leaving most of it unused
+        assert run.fit_seconds <= budget_s + 1.5  # and all of it inside the budget (1.5 s for what is not planned)
+        assert run.fit_seconds >= 0.7 * budget_s  # without leaving most of it unused
         epochs = steps / cli.trainer.num_training_batches
         assert cli.trainer.check_val_every_n_epoch == pytest.approx(epochs / 3, abs=1.5)  # 3 validations, spread
         runs[delay] = steps
@@ -68,7 +69,8 @@ def test_a_slower_machine_trains_fewer_steps_with_a_complete_schedule(shapes_roo
 def test_a_run_cut_by_max_time_validates_and_keeps_its_final_weights(shapes_root, tmp_path):
     args = run_args(shapes_root, tmp_path, "--trainer.max_epochs", "50", "--trainer.check_val_every_n_epoch", "50")
     args[args.index("--trainer.max_time") + 1] = "00:00:00:03"
-    cli, result = train(args)
+    run = train(args)
+    cli, result = run.cli, run.evaluation
     trainer, checkpoints = cli.trainer, Path(cli.trainer.checkpoint_callback.dirpath)
     assert 0 < trainer.global_step < 50 * 8  # stopped by max_time, before the epoch-50 validation
     assert cli.model.validated_step == trainer.global_step

@@ -99,7 +99,8 @@ def test_train_writes_its_run_and_eval_reproduces_the_best_score(shapes_root, tm
             "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "1", "--trainer.max_time", "null",
             "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "1", "--data.batch_size", "8",
             "--model.warmup_steps", "2"]
-    cli, result = train(args)
+    run = train(args)
+    cli, result = run.cli, run.evaluation
     run = Path(cli.trainer.log_dir)
     assert {"config.yaml", "metrics.csv", "results_val.json"} <= {p.name for p in run.iterdir()}
     assert {"best.ckpt", "last.ckpt"} <= {p.name for p in (run / "checkpoints").iterdir()}

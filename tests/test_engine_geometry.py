@@ -122,7 +122,8 @@ def test_trained_detector_results_lie_inside_each_original_image(config, dataset
             "--model.detector.init_args.fpn.channels", "16",
             # an untrained model scores everything low: keep all its boxes, they land all over the images
             "--model.detector.init_args.inference.score_threshold", "0.0", *TRAIN_OPTIONS[config]]
-    cli, _ = train(args)
+    run = train(args)
+    cli = run.cli
     results_path = tmp_path / "eval_results.json"
     evaluation = evaluate(["--checkpoint", cli.trainer.checkpoint_callback.best_model_path,
                            "--results", str(results_path)])

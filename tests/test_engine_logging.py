@@ -59,13 +59,14 @@ def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
 def test_training_with_tensorboard_beside_csv(shapes_root, tmp_path, capsys):
     runs = tmp_path / "runs"
     # the command-line form the configs' comment gives
-    cli, _ = train(["--config", str(REPO / "configs" / "retinanet_shapes.yaml"), *data_args(shapes_root),
+    run = train(["--config", str(REPO / "configs" / "retinanet_shapes.yaml"), *data_args(shapes_root),
                     "--trainer.accelerator", "cpu", "--trainer.logger.init_args.save_dir", str(runs),
                     "--trainer.logger+=TensorBoardLogger", "--trainer.logger.save_dir", str(runs),
                     "--trainer.logger.name", "retinanet_shapes",
                     "--budget.minutes", "null", "--trainer.max_epochs", "1", "--trainer.check_val_every_n_epoch", "1",
                     "--trainer.log_every_n_steps", "1", "--data.batch_size", "8", "--data.val_batch_size", "4",
                     "--model.warmup_steps", "1"])
+    cli = run.cli
     assert [type(logger) for logger in cli.trainer.loggers] == [CSVLogger, TensorBoardLogger]
     assert [p.name for p in (runs / "retinanet_shapes").iterdir()] == ["version_0"]  # one run folder
     run = runs / "retinanet_shapes" / "version_0"

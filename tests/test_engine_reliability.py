@@ -78,7 +78,8 @@ def test_non_finite_weights_are_never_written(tmp_path):
 def test_a_nan_batch_is_skipped_and_counted(shapes_root, tmp_path):
     arguments = train_command(shapes_root, tmp_path, "--trainer.max_steps", "6", "--trainer.callbacks+=crash.NaNBatch",
                               "--trainer.callbacks.steps=[3]")[2:]
-    cli, _ = train(arguments)
+    run = train(arguments)
+    cli = run.cli
     assert cli.model.nonfinite_batches == 1 and cli.trainer.global_step == 6
     saved = torch.load(cli.trainer.checkpoint_callback.last_model_path, weights_only=True)["state_dict"]
     assert all(torch.isfinite(value).all() for value in saved.values() if value.is_floating_point())

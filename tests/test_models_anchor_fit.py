@@ -123,7 +123,8 @@ def cli_args(root: Path, tmp_path: Path, config: str, *extra: str) -> list[str]:
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("config", ["retinanet_custom.yaml", "faster_rcnn_custom.yaml"])
 def test_custom_configs_fit_anchors_before_training_and_evaluation_uses_them(config, shapes_root, tmp_path, capsys):
-    cli, result = train(cli_args(shapes_root, tmp_path, config, "--data.min_size", "128", "--data.max_size", "128"))
+    run = train(cli_args(shapes_root, tmp_path, config, "--data.min_size", "128", "--data.max_size", "128"))
+    cli, result = run.cli, run.evaluation
     stage = next(m for m in cli.model.detector.modules() if isinstance(m, DenseAnchorStage))
     assert bool(stage.fitted) and stage.fit_sizes and stage.fit_ratios
     printed = capsys.readouterr()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 
 import torch
 import yaml
@@ -165,12 +166,30 @@ def _logger_configs(logger) -> list:
     return [logger] if hasattr(logger, "init_args") else []
 
 
-def train(args: list[str] | None = None) -> tuple[DetectionCLI, object]:
+@dataclass(frozen=True)
+class TrainingRun:
+    """What ``train`` returns.
+
+    Attributes:
+        cli: the ``DetectionCLI`` with the trained ``model``, the ``datamodule`` and the ``trainer``.
+        evaluation: the ``EvalResult`` of the best checkpoint on the val split (``stats["AP"]``, per-class AP).
+        best_checkpoint: its path ("" when no checkpoint was written: the final weights were evaluated).
+        fit_seconds: wall time of training and its last validation, as the time budget counts it (0 without one).
+    """
+
+    cli: DetectionCLI
+    evaluation: object
+    best_checkpoint: str
+    fit_seconds: float
+
+
+def train(args: list[str] | None = None) -> TrainingRun:
     """Fit from a config, validate the final weights if the run stopped between validations (time budget,
     ``max_time``, Ctrl-C, SIGTERM), then evaluate the best checkpoint on the val split and print the summary.
 
-    An interrupted run exits with Lightning's error after its final weights are validated and saved.
-    ``--resume last`` (or ``--resume CKPT``) continues a run where its newest checkpoint left it, in its folder.
+    ``args`` are ``tools/train.py``'s command line (``sys.argv`` when None). An interrupted run exits with
+    Lightning's error after its final weights are validated and saved. ``--resume last`` (or ``--resume CKPT``)
+    continues a run where its newest checkpoint left it, in its folder.
     """
     args = list(sys.argv[1:] if args is None else args)
     help_text = {"usage": TRAIN_USAGE, "description": TRAIN_DESCRIPTION, "formatter_class": _HelpFormatter}
@@ -181,7 +200,7 @@ def train(args: list[str] | None = None) -> tuple[DetectionCLI, object]:
     throughput = _callback(cli, Throughput)
     final_validated = validate_final_weights(trainer, cli.model, cli.datamodule)
     budget = _callback(cli, TimeBudget)
-    cli.fit_seconds = budget.seconds_since_start if budget is not None else 0.0  # fit + last validation
+    fit_seconds = budget.seconds_since_start if budget is not None else 0.0  # fit + last validation
     if interruption is not None:
         raise interruption
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -191,11 +210,11 @@ def train(args: list[str] | None = None) -> tuple[DetectionCLI, object]:
     result = cli.model.last_evaluation
     log_dir = trainer.log_dir  # a broadcast under DDP: every rank asks
     if trainer.is_global_zero:
-        print_training(throughput, trainer.global_step, cli.model.lr_schedule.total_steps, budget, cli.fit_seconds,
+        print_training(throughput, trainer.global_step, cli.model.lr_schedule.total_steps, budget, fit_seconds,
                        final_validated)
         print_evaluation(result, f"best checkpoint {best or '(final weights)'}", throughput)
         print_run_report(trainer, cli.model, best, log_dir)
-    return cli, result
+    return TrainingRun(cli=cli, evaluation=result, best_checkpoint=best, fit_seconds=fit_seconds)
 
 
 def _fit(cli: DetectionCLI) -> SystemExit | None:

@@ -17,7 +17,8 @@ def run_demo(args: list[str]) -> str:
     if "--config" not in args:
         args = ["--config", DEFAULT_CONFIG, *args]
     start = time.perf_counter()
-    cli, result = train(args)
+    run = train(args)
+    cli, result = run.cli, run.evaluation
     out = os.path.join(cli.trainer.log_dir, "predictions.png")
     val = cli.datamodule.val_dataset
     save_prediction_grid(cli.model.detector, val, out, val.categories.class_names)

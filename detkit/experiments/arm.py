@@ -26,7 +26,9 @@ def train_record(args: list[str]) -> dict:
     from detkit.engine.callbacks import Throughput
     from detkit.engine.cli import train
 
-    cli, result = train(args)
+    run = train(args)
+
+    cli, result = run.cli, run.evaluation
     trainer, callbacks = cli.trainer, cli.trainer.callbacks
     throughput = next(c for c in callbacks if isinstance(c, Throughput))
     anchor_check = next((c for c in callbacks if isinstance(c, AnchorCheck)), None)
@@ -40,7 +42,7 @@ def train_record(args: list[str]) -> dict:
         "images_seen": throughput.train_images, "steps": trainer.global_step,
         "epochs": throughput.train_images / train_images if train_images else None,
         "parameters": sum(parameter.numel() for parameter in cli.model.detector.parameters()),
-        "batch_size": cli.datamodule.batch_size, "fit_seconds": cli.fit_seconds,
+        "batch_size": cli.datamodule.batch_size, "fit_seconds": run.fit_seconds,
         "coverage": {name: coverage_summary(coverage)
                      for name, coverage in (anchor_check.reports if anchor_check else {}).items()},
         "curves": read_curves(os.path.join(trainer.log_dir, "metrics.csv")),
