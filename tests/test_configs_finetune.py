@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from shapes_data import data_args
+from torchvision_models import published_form, random_torchvision
 
 import detkit
 from detkit.engine.cli import DetectionCLI, evaluate, train
 from detkit.engine.init_from import load_matching_weights
 from detkit.inference.import_torchvision import coco_categories, import_torchvision
 from detkit.models.torchvision_import import detector_settings
-from shapes_data import data_args
-from test_tools_import_torchvision import published_form, random_torchvision
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MOBILENET = "fasterrcnn_mobilenet_v3_large_320_fpn"
@@ -43,7 +43,8 @@ def test_recipe_groups_are_the_torchvision_architecture(recipe):
         for field, value in group.items():
             if (name, field) not in changed:
                 assert init_args[name][field] == value, f"{recipe}: {name}.{field}"
-    assert [(name, field) for name, field in changed if init_args[name][field] != expected[name][field]] == sorted(changed)
+    really_changed = [(name, field) for name, field in changed if init_args[name][field] != expected[name][field]]
+    assert really_changed == sorted(changed)
     assert config["data"]["resize"] == "torchvision" and config["data"]["size_divisor"] == 32
     assert config["model"]["lr"] < 0.01 and "minutes" in config["budget"]
 
@@ -86,10 +87,11 @@ def test_retinanet_recipe_takes_every_weight_of_an_imported_v2(shapes_root, tmp_
     torch.save(published_form(random_torchvision(arch)), tmp_path / "weights.pth")
     imported = import_torchvision(arch, str(tmp_path / "weights.pth"), str(tmp_path / "imported.ckpt"))
     (tmp_path / "weights.pth").unlink()
-    cli = DetectionCLI(run=False, args=["--config", str(CONFIGS / "retinanet_v2_finetune.yaml"), *data_args(shapes_root),
-                                        "--trainer.logger", "false"])
+    recipe = str(CONFIGS / "retinanet_v2_finetune.yaml")
+    cli = DetectionCLI(run=False, args=["--config", recipe, *data_args(shapes_root), "--trainer.logger", "false"])
     report = load_matching_weights(cli.model.detector, imported, cli.datamodule.class_names)
-    assert sorted(key.split(" ")[0] for key in report.reinitialised) == ["head.cls_logits.bias", "head.cls_logits.weight"]
+    reinitialised = sorted(key.split(" ")[0] for key in report.reinitialised)
+    assert reinitialised == ["head.cls_logits.bias", "head.cls_logits.weight"]
     assert not report.not_in_file and not report.left_out  # frozen BN: the file's BN tensors all load
 
 

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from shapes_data import data_args
 
 from detkit.engine.cli import train
 from detkit.engine.init_from import InitFromError, load_matching_weights
 from detkit.inference.checkpoint import METADATA_KEY
 from detkit.models import FasterRCNN, RetinaNet
 from detkit.models.settings import OCTAVE_SCALES, Anchors, Backbone, DenseHead, Pyramid
-from shapes_data import data_args
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY = {"backbone": Backbone(name="tiny", norm="bn", trainable_layers=5), "fpn": Pyramid(3, 16, 0)}

@@ -201,8 +201,8 @@ class DetectionDataModule(L.LightningDataModule):
             check_split_paths("train", self.train_images, self.train_annotations)
             self.train_dataset = CocoDetection(
                 self.train_images, self.train_annotations,
-                transforms=build_transforms(True, self.min_size, self.max_size, self.train_augmentations, seed=self.seed,
-                                            resize=self.resize),
+                transforms=build_transforms(True, self.min_size, self.max_size, self.train_augmentations,
+                                            seed=self.seed, resize=self.resize),
                 drop_empty=self.drop_empty, skip_bad_images=self.skip_bad_images, cache_images=self.cache_images)
             self._check_same_categories(self.train_dataset, "data.train_annotations")
             check_train_split(self.train_dataset, self.drop_empty, self.skip_bad_images)

@@ -126,8 +126,9 @@ class DetectionTransform:
     Call with ``image`` (H, W, 3) uint8 RGB, ``boxes`` (N, 4) float32 xyxy pixels inside the image,
     ``labels`` (N,) int64. Returns ``(image (H', W', 3), boxes (N', 4) float32, labels (N',) int64,
     scale (sx, sy))``, the image uint8 ("cv2") or float32 in [0, 1] ("torchvision"), where ``scale`` is the
-    factor of the final resize: new = input * scale per axis, with the rounding of the output size included. Without geometric augmentation (val/test) this maps the
-    original image to the output exactly; after a random crop it is relative to the cropped image.
+    factor of the final resize: new = input * scale per axis, with the rounding of the output size included.
+    Without geometric augmentation (val/test) this maps the original image to the output exactly; after a random
+    crop it is relative to the cropped image.
     """
 
     def __init__(self, min_size: int, max_size: int, augment: A.Compose | None = None, resize: str = "cv2"):
