@@ -250,3 +250,19 @@ def test_prediction_on_cuda_matches_the_cpu(trained, tmp_path):
     best_gpu = trained_gpu.predict(paths[0])[0]
     best_cpu = detkit.load(trained["moved"], device="cpu").predict(paths[0])[0]
     assert abs(float(best_gpu.scores[0]) - float(best_cpu.scores[0])) < 1e-3
+
+
+def test_rebuilding_a_model_never_downloads_its_pretrained_trunk(monkeypatch):
+    # a checkpoint trained from torchvision's weights names them in its config; its own weights replace them
+    from detkit.inference.config import RunConfig, build_detector
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("rebuilding a checkpoint's model must not download weights")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    init_args = {"backbone": {"name": "resnet18", "weights": "DEFAULT", "norm": "frozen_bn"},
+                 "fpn": {"channels": 16, "extra_levels": 0}, "anchors": {"sizes": [32, 64, 128]}}
+    config = RunConfig({"model": {"detector": {"class_path": "detkit.models.RetinaNet", "init_args": init_args}}},
+                       "a config embedded in a checkpoint", explicit=False)
+    model = build_detector(config, num_classes=2)
+    assert model.backbone.body.stem[0].weight.shape == (64, 3, 7, 7) and model.num_classes == 2

@@ -93,7 +93,7 @@ def configured_num_classes(run_config: RunConfig) -> int | None:
 def build_detector(run_config: RunConfig, *, num_classes: int) -> nn.Module:
     """The detector that ``model.detector`` describes, for ``num_classes`` classes, with random weights.
 
-    Pretrained backbone weights are not loaded (``backbone_weights`` null): the checkpoint's replace them,
+    Pretrained backbone weights are not loaded (``backbone.weights`` null): the checkpoint's replace them,
     and nothing is downloaded. A config that did not come from the caller may only name a class of
     ``detkit.models``. CheckpointError naming the config and the key on any problem.
     """
@@ -104,8 +104,8 @@ def build_detector(run_config: RunConfig, *, num_classes: int) -> nn.Module:
                               f"{TRUSTED_DETECTORS.rstrip('.')}; a config that came with a checkpoint may only name "
                               f"detkit's detectors; pass config= yourself to build another class")
     init_args = {**(detector.get("init_args") or {}), "num_classes": num_classes}
-    if "backbone_weights" in init_args:
-        init_args["backbone_weights"] = None
+    if isinstance(init_args.get("backbone"), dict):
+        init_args["backbone"] = {**init_args["backbone"], "weights": None}
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(nn.Module, "detector", required=True)
     try:
