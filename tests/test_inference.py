@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision
 import yaml
 from PIL import Image
 
@@ -259,7 +260,7 @@ def test_rebuilding_a_model_never_downloads_its_pretrained_trunk(monkeypatch):
     def no_download(*args, **kwargs):
         raise AssertionError("rebuilding a checkpoint's model must not download weights")
 
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", no_download)
     init_args = {"backbone": {"name": "resnet18", "weights": "DEFAULT", "norm": "frozen_bn"},
                  "fpn": {"channels": 16, "extra_levels": 0}, "anchors": {"sizes": [32, 64, 128]}}
     config = RunConfig({"model": {"detector": {"class_path": "detkit.models.RetinaNet", "init_args": init_args}}},
