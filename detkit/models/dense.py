@@ -46,6 +46,7 @@ class DenseAnchorStage(nn.Module):
         self.register_buffer("aspect_ratios", torch.tensor(anchors.ratios(), dtype=torch.float32))  # (R,)
         self.register_buffer("fitted", torch.tensor(False))
         self.fit_sizes, self.fit_ratios = anchors.fit_sizes, anchors.fit_ratios
+        self.whole_pixel_sizes, self.stride_rule = anchors.whole_pixel_sizes, anchors.stride_rule
         self.matcher = Matcher(matching.fg_iou_threshold, matching.bg_iou_threshold, matching.allow_low_quality_matches)
         self.box_coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
         self.box_loss = box_loss
@@ -55,8 +56,10 @@ class DenseAnchorStage(nn.Module):
 
     @property
     def anchor_sizes(self) -> torch.Tensor:
-        """(L, S) anchor sizes in pixels per level: ``base_sizes[l] * scales[s]``."""
-        return self.base_sizes[:, None] * self.scales[None, :]
+        """(L, S) anchor sizes in pixels per level: ``base_sizes[l] * scales[s]`` (rounded down with
+        ``whole_pixel_sizes``)."""
+        sizes = self.base_sizes[:, None] * self.scales[None, :]
+        return sizes.floor() if self.whole_pixel_sizes else sizes
 
     @property
     def num_anchors_per_location(self) -> int:
@@ -85,17 +88,29 @@ class DenseAnchorStage(nn.Module):
         self.fitted.fill_(True)
         self._build_generator()
 
-    def anchors(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
-        """features: per level (B, C, H_l, W_l) -> per level anchors (N_l, 4) xyxy pixels on the features'
-        device (cached there by the generator: no per-step host copy)."""
-        return self.anchor_generator([f.shape[-2:] for f in features], self.strides, features[0].device)
+    def anchors(self, features: list[torch.Tensor], padded_size: tuple[int, int] | None = None) -> list[torch.Tensor]:
+        """features: per level (B, C, H_l, W_l) of images padded to ``padded_size`` (h, w) -> per level anchors
+        (N_l, 4) xyxy pixels on the features' device (cached there by the generator: no per-step host copy).
+        ``padded_size`` is needed with ``stride_rule`` "padded_image" only."""
+        shapes = [tuple(f.shape[-2:]) for f in features]
+        return self.anchor_generator(shapes, self.cell_strides(shapes, padded_size), features[0].device)
 
     def image_anchors(self, padded_size: tuple[int, int]) -> torch.Tensor:
         """All anchors (N, 4) of one padded image of (h, w) pixels, without running the network: each level's
         map is ceil(h / stride) x ceil(w / stride), as the backbone's stride-2 convolutions and FPN make it."""
         height, width = padded_size
         shapes = [(-(-height // stride), -(-width // stride)) for stride in self.strides]
-        return torch.cat(self.anchor_generator(shapes, self.strides, self.base_sizes.device))
+        return torch.cat(self.anchor_generator(shapes, self.cell_strides(shapes, padded_size), self.base_sizes.device))
+
+    def cell_strides(self, shapes: list[tuple[int, int]], padded_size: tuple[int, int]) -> list:
+        """Per level the pixels between anchor centres: the level's stride, or (h // H_l, w // W_l) with
+        ``stride_rule`` "padded_image" (torchvision's rule)."""
+        if self.stride_rule == "level":
+            return self.strides
+        if padded_size is None:
+            raise ValueError("anchors with stride_rule 'padded_image' need the padded image size")
+        height, width = (int(v) for v in padded_size)
+        return [(height // map_h, width // map_w) for map_h, map_w in shapes]
 
     def match(self, anchors: torch.Tensor, targets: list[dict]) -> torch.Tensor:
         """anchors (N, 4), targets with ``boxes`` (M, 4) -> (B, N) int64 gt index per anchor, Matcher encoding.

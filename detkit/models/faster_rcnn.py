@@ -83,7 +83,7 @@ class FasterRCNN(nn.Module):
         if self.training and targets is None:
             raise ValueError("FasterRCNN needs targets in training mode")
         features = self.backbone(images)
-        proposals, rpn_losses = self.rpn(features, image_sizes, targets)
+        proposals, rpn_losses = self.rpn(features, image_sizes, targets, padded_size=images.shape[-2:])
         roi_output = self.roi_heads(features[: self.num_roi_levels], proposals, image_sizes, targets)
         if self.training:
             return {**rpn_losses, **roi_output}

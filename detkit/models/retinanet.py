@@ -66,7 +66,7 @@ class RetinaNet(nn.Module):
         ``{boxes (D, 4), scores (D,), labels (D,)}`` in the input's pixels."""
         features = self.backbone(images)
         logits, deltas = self.head(features)
-        anchors = self.dense.anchors(features)  # per level (N_l, 4)
+        anchors = self.dense.anchors(features, images.shape[-2:])  # per level (N_l, 4)
         if self.training:
             if targets is None:
                 raise ValueError("RetinaNet needs targets in training mode")

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from detkit.models.box_head import build_box_head
 from detkit.models.box_loss import box_regression_loss
 from detkit.models.postprocess import select_detections
 from detkit.models.labels import check_labels
@@ -21,21 +22,6 @@ from detkit.models.settings import Inference, RoIHead
 from detkit.ops import BalancedSampler, BoxCoder, Matcher, box_iou
 
 POOL_SIZE, SAMPLING_RATIO = 7, 2  # RoIAlign's S x S output and samples per bin, as in Mask R-CNN
-
-
-class TwoMLPHead(nn.Module):
-    """Flatten pooled features and apply two fully connected layers with ReLU.
-
-    ``forward(pooled (R, C, S, S)) -> (R, representation_size)``.
-    """
-
-    def __init__(self, in_features: int, representation_size: int):
-        super().__init__()
-        self.fc6 = nn.Linear(in_features, representation_size)
-        self.fc7 = nn.Linear(representation_size, representation_size)
-
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.fc7(F.relu(self.fc6(pooled.flatten(1)))))
 
 
 class BoxPredictor(nn.Module):
@@ -61,7 +47,7 @@ class BoxPredictor(nn.Module):
 
 
 class RoIHeads(nn.Module):
-    """RoIAlign + ``TwoMLPHead`` + ``BoxPredictor``, with training targets and inference post-processing.
+    """RoIAlign + box head (``detkit.models.box_head``) + ``BoxPredictor``, with training targets and inference post-processing.
 
     Args:
         in_channels: C, the width of the pooled pyramid levels.
@@ -77,7 +63,8 @@ class RoIHeads(nn.Module):
         self.num_classes = num_classes
         self.pooler = build_roi_pooler(strides, POOL_SIZE, SAMPLING_RATIO, settings.canonical_scale,
                                        settings.canonical_level)
-        self.box_head = TwoMLPHead(in_channels * POOL_SIZE**2, settings.representation_size)
+        self.box_head = build_box_head(in_channels, POOL_SIZE, settings.box_head_convs, settings.box_head_fcs,
+                                       settings.representation_size)
         self.predictor = BoxPredictor(settings.representation_size, num_classes)
         matching = settings.matching
         self.matcher = Matcher(matching.fg_iou_threshold, matching.bg_iou_threshold, matching.allow_low_quality_matches)

@@ -19,18 +19,21 @@ from detkit.ops import BalancedSampler, batched_nms, clip_boxes_to_image, remove
 
 
 class RPNHead(nn.Module):
-    """Shared 3x3 conv + ReLU, then per-anchor objectness logits (A per location) and box deltas (4A).
+    """Shared 3x3 conv + ReLU (``num_convs`` of them), then per-anchor objectness logits (A per location) and box
+    deltas (4A).
 
     ``forward(features: per level (B, C, H_l, W_l)) -> (logits per level (B, N_l), deltas per level (B, N_l, 4))``,
     anchors location-major like ``detkit.ops.AnchorGenerator``.
     """
 
-    def __init__(self, in_channels: int, num_anchors: int):
+    def __init__(self, in_channels: int, num_anchors: int, num_convs: int = 1):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, in_channels, 3, padding=1)
+        # the first conv keeps its name: checkpoints of one-conv heads load as they are
+        self.more_convs = nn.ModuleList(nn.Conv2d(in_channels, in_channels, 3, padding=1) for _ in range(num_convs - 1))
         self.objectness = nn.Conv2d(in_channels, num_anchors, 1)
         self.box_deltas = nn.Conv2d(in_channels, num_anchors * 4, 1)
-        for conv in (self.conv, self.objectness, self.box_deltas):
+        for conv in (self.conv, *self.more_convs, self.objectness, self.box_deltas):
             nn.init.normal_(conv.weight, std=0.01)
             nn.init.zeros_(conv.bias)
 
@@ -38,6 +41,8 @@ class RPNHead(nn.Module):
         logits, deltas = [], []
         for feature in features:
             hidden = F.relu(self.conv(feature))
+            for conv in self.more_convs:
+                hidden = F.relu(conv(hidden))
             logits.append(flatten_level(self.objectness(hidden), 1).squeeze(2))  # (B, N_l)
             deltas.append(flatten_level(self.box_deltas(hidden), 4))  # (B, N_l, 4)
         return logits, deltas
@@ -58,14 +63,16 @@ class RegionProposalNetwork(nn.Module):
         super().__init__()
         self.dense = DenseAnchorStage(strides=strides, anchors=anchors, matching=settings.matching,
                                       box_loss=settings.box_loss)
-        self.head = RPNHead(in_channels, self.dense.num_anchors_per_location)
+        self.head = RPNHead(in_channels, self.dense.num_anchors_per_location, settings.head_convs)
         self.sampler = BalancedSampler(settings.sampling.batch_size_per_image, settings.sampling.positive_fraction)
         self.pre_nms_top_n = {True: settings.pre_nms_top_n_train, False: settings.pre_nms_top_n_test}
         self.post_nms_top_n = {True: settings.post_nms_top_n_train, False: settings.post_nms_top_n_test}
         self.nms_threshold, self.min_size = settings.nms_threshold, settings.min_size
+        self.score_threshold = settings.score_threshold
 
     def forward(
-        self, features: list[torch.Tensor], image_sizes: list[tuple[int, int]], targets: list[dict] | None = None
+        self, features: list[torch.Tensor], image_sizes: list[tuple[int, int]], targets: list[dict] | None = None,
+        padded_size: tuple[int, int] | None = None,
     ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
         """Propose boxes for every image; in training also return the RPN losses.
 
@@ -73,12 +80,13 @@ class RegionProposalNetwork(nn.Module):
             features: per level (B, C, H_l, W_l), finest first, at ``strides``.
             image_sizes: B x (h, w) before padding: proposals are clipped to them.
             targets: B dicts with ``boxes`` (M, 4) float xyxy pixels; needed when ``self.training``.
+            padded_size: (H, W) of the padded batch, for anchors with ``stride_rule`` "padded_image".
         Returns:
             proposals: B tensors (P_i, 4) float32 xyxy pixels, detached, by decreasing objectness,
                 P_i <= post-NMS top-n; losses: ``{"rpn_objectness", "rpn_box"}`` scalars in training, else {}.
         """
         logits, deltas = self.head(features)
-        anchors = self.dense.anchors(features)  # per level (N_l, 4)
+        anchors = self.dense.anchors(features, padded_size)  # per level (N_l, 4)
         proposals, _ = self.select_proposals([l.detach() for l in logits], [d.detach() for d in deltas], anchors, image_sizes)
         if not self.training:
             return proposals, {}
@@ -115,7 +123,7 @@ class RegionProposalNetwork(nn.Module):
         self, logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
         image_sizes: list[tuple[int, int]],
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per level top-k, decode, then per image clip, drop small boxes, NMS per level, keep the top-n.
+        """Per level top-k, decode, then per image clip, drop small and low-scored boxes, NMS per level, keep the top-n.
 
         Args:
             logits: per level (B, N_l) objectness logits; deltas: per level (B, N_l, 4); anchors: per
@@ -138,6 +146,8 @@ class RegionProposalNetwork(nn.Module):
         for i, image_size in enumerate(image_sizes):
             clipped = clip_boxes_to_image(boxes[i], image_size)  # (T, 4)
             keep = remove_small_boxes(clipped, self.min_size)
+            if self.score_threshold > 0:
+                keep = keep[scores[i, keep] >= self.score_threshold]
             keep = keep[batched_nms(clipped[keep], scores[i, keep], levels[keep], self.nms_threshold)]
             # batched_nms orders the survivors of all levels by decreasing score: the cut keeps the best
             keep = keep[:post_nms_top_n]

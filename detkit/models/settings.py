@@ -60,13 +60,13 @@ class Backbone:
 
     Args:
         name: "tiny" (a plain CNN for CPU training from scratch), "resnet18", "resnet34", "resnet50" or
-        "mobilenet_v3_large" (its FPN inputs are torchvision's: the first stride-32 block and the final 1x1 conv,
-        both at stride 32; use it with ``fpn.min_level`` 5).
+            "mobilenet_v3_large" (its FPN inputs are torchvision's: the first stride-32 block and the final 1x1
+            conv, both at stride 32; use it with ``fpn.min_level`` 5).
         weights: None (random init), a torchvision weights name such as "DEFAULT" (downloads: needs internet), or a
             local file holding a torchvision state dict.
         norm: "bn", "frozen_bn" (keeps pretrained statistics; the usual choice when fine-tuning) or "gn".
         trainable_layers: how many of (layer4, layer3, layer2, layer1, stem) train, counted from the top; 5: all
-        (MobileNetV3: its 6 stages as torchvision counts them; 6: all).
+            (MobileNetV3: its 6 stages as torchvision counts them; 6: all).
     """
 
     name: str = "resnet50"
@@ -105,12 +105,13 @@ class Pyramid:
         min_level: the finest backbone level used (3: stride 8); levels run up to 5 (stride 32).
         channels: C, the width of every pyramid level.
         extra_levels: levels above the backbone's coarsest (P6, P7), each of half the previous one's size.
-    extra_block: how they are made: "conv": stride-2 3x3 convs, the first on the coarsest output, then on the ReLU of
-        the previous (RetinaNet; torchvision's ``LastLevelP6P7(256, 256)``); "conv_from_input": the same, the first
-        on the coarsest backbone map (C5, torchvision's RetinaNet v2 ``LastLevelP6P7(2048, 256)``); "max_pool":
-        stride-2 subsampling of the previous output, no weights (torchvision's Faster R-CNN ``LastLevelMaxPool``).
-    norm: null, or a norm after every lateral and output conv (which then have no bias): "bn", "frozen_bn" or "gn"
-        (torchvision's Faster R-CNN v2: "bn").
+        extra_block: how they are made: "conv": stride-2 3x3 convs, the first on the coarsest output, then on the
+            ReLU of the previous (RetinaNet; torchvision's ``LastLevelP6P7(256, 256)``); "conv_from_input": the
+            same, the first on the coarsest backbone map (C5: torchvision's RetinaNet v2, ``LastLevelP6P7(2048,
+            256)``); "max_pool": stride-2 subsampling of the previous output, no weights (torchvision's Faster
+            R-CNN, ``LastLevelMaxPool``).
+        norm: null, or a norm after every lateral and output conv (which then have no bias): "bn", "frozen_bn" or
+            "gn" (torchvision's Faster R-CNN v2: "bn").
     """
 
     min_level: int = 3
@@ -149,12 +150,19 @@ class Anchors:
         scales: multipliers of the base size at every location (``OCTAVE_SCALES`` in RetinaNet, (1.0,) in the RPN).
         aspect_ratios: h / w, the same on every level, or "auto": ``num_aspect_ratios`` ratios fitted to the boxes.
         num_aspect_ratios: how many ratios "auto" fits.
+        whole_pixel_sizes: round every size (base size x scale) down to whole pixels, as torchvision's RetinaNet
+            anchors are (int(32 * 2 ** (1 / 3)) = 40); its weights were trained on those.
+        stride_rule: how far apart the anchor centres of a level are: "level": the level's stride (8 px on P3);
+            "padded_image": the padded image size // the map size on each axis, as torchvision's AnchorGenerator
+            (the same up to the padding multiple, 32; coarser levels differ: 800 px over P6's 13 cells gives 61 px).
     """
 
     sizes: tuple[float, ...] | Literal["auto"] = (32, 64, 128, 256, 512)
     scales: tuple[float, ...] = (1.0,)
     aspect_ratios: tuple[float, ...] | Literal["auto"] = (0.5, 1.0, 2.0)
     num_aspect_ratios: int = 3
+    whole_pixel_sizes: bool = False
+    stride_rule: str = "level"
 
     def check(self, key: str, num_levels: int) -> None:
         for name, value in (("sizes", self.sizes), ("aspect_ratios", self.aspect_ratios)):
@@ -168,6 +176,8 @@ class Anchors:
         if not self.scales or any(s <= 0 for s in self.scales):
             _fail(f"{key}.scales", "hold positive numbers", list(self.scales))
         check_at_least_one(key, num_aspect_ratios=self.num_aspect_ratios)
+        if self.stride_rule not in STRIDE_RULES:
+            _fail(f"{key}.stride_rule", f"be one of {STRIDE_RULES}", self.stride_rule)
 
     @property
     def fit_sizes(self) -> bool:
@@ -291,6 +301,9 @@ class Proposals:
         post_nms_top_n_train / _test: proposals kept per image after NMS.
         nms_threshold: proposal NMS IoU (per level); min_size: proposals narrower or lower than this are dropped.
         box_loss: "l1", "smooth_l1" or "giou".
+        score_threshold: proposals whose objectness probability is below this are dropped before NMS
+            (torchvision's ``rpn_score_thresh``: 0.05 in its MobileNet models).
+        head_convs: 3x3 conv + ReLU layers of the head before its outputs (torchvision's Faster R-CNN v2: 2).
     """
 
     matching: Matching = Matching(0.7, 0.3, True)
@@ -302,13 +315,16 @@ class Proposals:
     nms_threshold: float = 0.7
     min_size: float = 1e-3
     box_loss: str = "smooth_l1"
+    score_threshold: float = 0.0
+    head_convs: int = 1
 
     def check(self, key: str) -> None:
         self.matching.check(f"{key}.matching")
         self.sampling.check(f"{key}.sampling")
         check_at_least_one(key, pre_nms_top_n_train=self.pre_nms_top_n_train, pre_nms_top_n_test=self.pre_nms_top_n_test,
-                           post_nms_top_n_train=self.post_nms_top_n_train, post_nms_top_n_test=self.post_nms_top_n_test)
-        check_unit_interval(key, nms_threshold=self.nms_threshold)
+                           post_nms_top_n_train=self.post_nms_top_n_train, post_nms_top_n_test=self.post_nms_top_n_test,
+                           head_convs=self.head_convs)
+        check_unit_interval(key, nms_threshold=self.nms_threshold, score_threshold=self.score_threshold)
         if self.min_size < 0:
             _fail(f"{key}.min_size", "be >= 0", self.min_size)
         check_box_loss(f"{key}.box_loss", self.box_loss)
@@ -323,7 +339,10 @@ class RoIHead:
             the head per image (fewer RoIs is the main speed lever on a CPU: RoIAlign's backward dominates).
         canonical_scale, canonical_level: a RoI of sqrt(area) = canonical_scale is pooled from that level (FPN paper,
             eq. 1: 224 and 4); smaller RoIs from finer levels.
-        representation_size: width of the two fully connected layers; box_loss: "l1", "smooth_l1" or "giou".
+        representation_size: width of the fully connected layers; box_loss: "l1", "smooth_l1" or "giou".
+        box_head_convs: 3x3 conv + BatchNorm + ReLU layers (C channels) between RoIAlign and the fully connected
+            layers (torchvision's Faster R-CNN v2 ``FastRCNNConvFCHead``: 4, with ``box_head_fcs`` 1).
+        box_head_fcs: fully connected + ReLU layers (2: torchvision's ``TwoMLPHead``).
     """
 
     matching: Matching = Matching(0.5, 0.5, False)
@@ -332,11 +351,16 @@ class RoIHead:
     canonical_level: int = 4
     representation_size: int = 1024
     box_loss: str = "smooth_l1"
+    box_head_convs: int = 0
+    box_head_fcs: int = 2
 
     def check(self, key: str) -> None:
         self.matching.check(f"{key}.matching")
         self.sampling.check(f"{key}.sampling")
-        check_at_least_one(key, canonical_scale=self.canonical_scale, representation_size=self.representation_size)
+        check_at_least_one(key, canonical_scale=self.canonical_scale, representation_size=self.representation_size,
+                           box_head_fcs=self.box_head_fcs)
+        if self.box_head_convs < 0:
+            _fail(f"{key}.box_head_convs", "be >= 0", self.box_head_convs)
         check_box_loss(f"{key}.box_loss", self.box_loss)
 
 
@@ -350,6 +374,8 @@ class Inference:
         detections_per_image: the most detections kept per image, best first.
         topk_candidates: RetinaNet only: best (anchor, class) pairs kept per level before NMS.
         class_agnostic: NMS over all classes together instead of per class.
+        min_box_size: boxes narrower or lower than this (pixels, after clipping to the image) are dropped before
+            NMS; 0 keeps them all (torchvision's RetinaNet).
     """
 
     score_threshold: float = 0.05
@@ -357,10 +383,13 @@ class Inference:
     detections_per_image: int = 100
     topk_candidates: int = 1000
     class_agnostic: bool = False
+    min_box_size: float = 1e-2
 
     def check(self, key: str) -> None:
         check_unit_interval(key, score_threshold=self.score_threshold, nms_threshold=self.nms_threshold)
         check_at_least_one(key, detections_per_image=self.detections_per_image, topk_candidates=self.topk_candidates)
+        if self.min_box_size < 0:
+            _fail(f"{key}.min_box_size", "be >= 0", self.min_box_size)
 
 
 def check_num_classes(num_classes: int) -> None:
@@ -371,11 +400,11 @@ def check_num_classes(num_classes: int) -> None:
 
 def check_groups(**groups) -> None:
     """Check each group once under ``model.detector.init_args.<name>``; anchors are checked against the pyramid."""
-    pyramid = groups.get("fpn")
+    pyramid, backbone = groups.get("fpn"), groups.get("backbone")
     for name, group in groups.items():
         key = f"{DETECTOR_KEY}.{name}"
         if isinstance(group, Anchors):
-            group.check(key, pyramid.num_levels)
+            group.check(key, pyramid.num_levels(backbone))
         else:
             group.check(key)
 

@@ -60,7 +60,8 @@ class AnchorGenerator:
         """Anchors of every level.
 
         Args:
-            feature_shapes: per level (H, W) (a torch.Size is fine); strides: per level, pixels per feature cell.
+            feature_shapes: per level (H, W) (a torch.Size is fine); strides: per level, pixels per feature cell,
+                one number for both axes or a (stride_y, stride_x) pair.
             device, dtype: of the returned anchors (computed in float32, then converted).
         Returns:
             L tensors (H * W * A, 4) xyxy pixels, in the order of the module docstring. Cached: the same
@@ -74,7 +75,8 @@ class AnchorGenerator:
                     for cell, shape, stride in zip(self.cell_anchors, feature_shapes, strides)]
         shapes = tuple((int(h), int(w)) for h, w in feature_shapes)
         device = torch.device(device if device is not None else "cpu")
-        key = (shapes, tuple(strides), device, dtype)
+        strides = tuple(tuple(s) if isinstance(s, (tuple, list)) else s for s in strides)
+        key = (shapes, strides, device, dtype)
         if key in self._cache:
             self._cache.move_to_end(key)
             return list(self._cache[key])
@@ -97,12 +99,15 @@ def centred_anchors(sizes: Sequence[float], aspect_ratios: Sequence[float]) -> t
     return torch.tensor(anchors, dtype=torch.float32).round()
 
 
-def grid_anchors(cell_anchors: torch.Tensor, shape: tuple[int, int], stride: float, offset: float) -> torch.Tensor:
-    """cell_anchors (A, 4) centred at 0 -> (H * W * A, 4) float32, one copy per cell of an (H, W) grid."""
+def grid_anchors(cell_anchors: torch.Tensor, shape: tuple[int, int], stride: float | tuple[float, float],
+                 offset: float) -> torch.Tensor:
+    """cell_anchors (A, 4) centred at 0 -> (H * W * A, 4) float32, one copy per cell of an (H, W) grid whose cells
+    are ``stride`` pixels apart (or (stride_y, stride_x))."""
     height, width = shape
+    stride_y, stride_x = stride if isinstance(stride, tuple) else (stride, stride)
     device = cell_anchors.device
-    xs = torch.arange(width, dtype=torch.float32, device=device) * stride + offset  # (W,)
-    ys = torch.arange(height, dtype=torch.float32, device=device) * stride + offset  # (H,)
+    xs = torch.arange(width, dtype=torch.float32, device=device) * stride_x + offset  # (W,)
+    ys = torch.arange(height, dtype=torch.float32, device=device) * stride_y + offset  # (H,)
     center_y, center_x = torch.meshgrid(ys, xs, indexing="ij")  # (H, W) each
     centers = torch.stack([center_x, center_y, center_x, center_y], dim=-1).reshape(-1, 1, 4)  # (H * W, 1, 4)
     return (centers + cell_anchors).reshape(-1, 4)  # (H * W * A, 4)

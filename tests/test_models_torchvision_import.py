@@ -1,0 +1,163 @@
+"""torchvision's six COCO detectors rebuilt in detkit: a state dict of torchvision's model (random, seeded weights;
+no download) imported with ``from_torchvision`` gives the same detections and training losses.
+
+Model level only: torchvision's transform resizes, normalises and pads; detkit gets that exact batch with the
+normalisation undone (it normalises inside, and padding stays zero after normalisation as in torchvision's), and
+its boxes are mapped back with the ratios torchvision's postprocess uses. ``-s`` prints the largest differences.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+from detkit.data.coco_names import TORCHVISION_COCO_CATEGORIES, coco_category_id, coco_label_names
+from detkit.models.torchvision_import import ARCHITECTURES, StateDictMismatch, detector_settings, from_torchvision
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+IMAGE_SIZES = [(200, 90), (90, 200), (300, 300), (160, 240)]  # (h, w) before torchvision's resize
+MIN_SIZE, MAX_SIZE = 160, 320  # torchvision resizes to these instead of 800 / 1333: cheap on two CPU cores
+BOX_TOLERANCE, SCORE_TOLERANCE, LOSS_TOLERANCE = 1e-2, 1e-4, 1e-4
+CLASSIFIER_SCALES = {"retinanet_resnet50_fpn": 300.0, "retinanet_resnet50_fpn_v2": 2.0, "fasterrcnn_resnet50_fpn": 10.0,
+                     "fasterrcnn_resnet50_fpn_v2": 5.0}
+BACKGROUND_LOGIT = 4.0
+
+
+def frozen_batch_norm(module: nn.Module) -> None:
+    """Replace every BatchNorm2d under ``module`` by FrozenBatchNorm2d with its statistics: torchvision builds the
+    v1 and MobileNet trunks so whenever weights are given, so its published checkpoints have that architecture."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            for buffer in ("weight", "bias", "running_mean", "running_var"):
+                getattr(frozen, buffer).copy_(getattr(child, buffer).detach())
+            setattr(module, name, frozen)
+        else:
+            frozen_batch_norm(child)
+
+
+@torch.no_grad()
+def perturb(model: nn.Module, generator: torch.Generator, classifier_scale: float = 1.0) -> None:
+    """No norm layer an identity: random affine parameters and running statistics, the residual branches' last
+    norm scaled down so features stay O(1) through ResNet-50 (as trained weights keep them; at ~70 float32 rounding
+    alone moves boxes by 0.01 px); the classifiers spread so some, not thousands of, detections clear 0.05."""
+    def uniform(shape, low, high):
+        return torch.rand(shape, generator=generator) * (high - low) + low
+
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.BatchNorm2d, FrozenBatchNorm2d, nn.GroupNorm)):
+            module.weight.copy_(uniform(module.weight.shape, *((0.1, 0.3) if name.endswith("bn3") else (0.75, 1.25))))
+            module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
+            if getattr(module, "running_mean", None) is not None:
+                module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.1)
+                module.running_var.copy_(uniform(module.running_var.shape, 0.75, 1.25))
+    if hasattr(model, "head"):  # RetinaNet: sigmoid classifier, 91 outputs per anchor
+        classifier = model.head.classification_head.cls_logits
+        classifier.weight.mul_(classifier_scale)
+        classifier.bias.add_(torch.randn(classifier.bias.shape, generator=generator) * 0.1)
+        # torchvision's output 0 (background) is trained negative everywhere; detkit drops it
+        classifier.bias.view(-1, 91)[:, 0] = -30.0
+    else:  # Faster R-CNN: objectness spread (fewer near-ties at the pre-NMS cut), softmax over 91 classes
+        model.rpn.head.cls_logits.weight.mul_(10.0)
+        model.rpn.head.bbox_pred.weight.mul_(3.0)
+        predictor = model.roi_heads.box_predictor
+        predictor.cls_score.weight.mul_(classifier_scale)
+        predictor.cls_score.bias.copy_(torch.randn(predictor.cls_score.bias.shape, generator=generator) * 0.3)
+        predictor.cls_score.bias[0] = BACKGROUND_LOGIT  # most RoIs background, as trained heads make them
+        predictor.bbox_pred.weight.mul_(10.0)
+
+
+def torchvision_model(arch: str, seed: int = 0) -> nn.Module:
+    """torchvision's ``arch`` with seeded random weights, perturbed, in eval mode, resizing to 160-320 px."""
+    torch.manual_seed(seed)
+    model = getattr(torchvision.models.detection, arch)(weights=None, weights_backbone=None, min_size=MIN_SIZE,
+                                                        max_size=MAX_SIZE)
+    if not arch.endswith("_v2"):
+        frozen_batch_norm(model.backbone.body)
+    perturb(model, torch.Generator().manual_seed(seed + 1), CLASSIFIER_SCALES.get(arch, 1.0))
+    return model.eval()
+
+
+def detkit_input(model: nn.Module, images: list[torch.Tensor], targets: list[dict] | None = None):
+    """torchvision's transformed batch as detkit takes it: (B, 3, H, W) in [0, 1] units, the image sizes and the
+    targets in the resized pixels (labels as they come)."""
+    batch, resized_targets = model.transform(images, targets)
+    mean = torch.tensor(model.transform.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(model.transform.image_std).view(1, 3, 1, 1)
+    return batch.tensors * std + mean, batch.image_sizes, resized_targets
+
+
+def random_image(size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(3, *size, generator=generator)
+
+
+def assert_same_detections(ours: dict, theirs: dict) -> tuple[float, float]:
+    """Same set of detections: detkit's label + 1 == torchvision's, boxes within BOX_TOLERANCE px, scores within
+    SCORE_TOLERANCE. Both are sorted by score; equal-ranked entries may swap where scores differ by less than the
+    tolerance, so each torchvision detection is paired with detkit's closest one of its label. Returns the largest
+    (box, score) differences."""
+    assert len(ours["scores"]) == len(theirs["scores"]), (len(ours["scores"]), len(theirs["scores"]))
+    unpaired = list(range(len(ours["scores"])))
+    box_diff = score_diff = 0.0
+    for box, score, label in zip(theirs["boxes"], theirs["scores"], theirs["labels"]):
+        candidates = [i for i in unpaired if ours["labels"][i] + 1 == label]
+        assert candidates, f"torchvision's detection {box.tolist()} {float(score):.4f} label {int(label)} has no match"
+        distance = [float((ours["boxes"][i] - box).abs().max()) for i in candidates]
+        best = candidates[min(range(len(candidates)), key=distance.__getitem__)]
+        unpaired.remove(best)
+        box_diff = max(box_diff, min(distance))
+        score_diff = max(score_diff, float((ours["scores"][best] - score).abs()))
+    assert box_diff <= BOX_TOLERANCE and score_diff <= SCORE_TOLERANCE, (box_diff, score_diff)
+    return box_diff, score_diff
+
+
+@pytest.fixture(scope="module", params=["retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2", "fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2"])
+def pair(request):
+    """(arch, torchvision's model, detkit's import of its state dict)."""
+    arch = request.param
+    theirs = torchvision_model(arch)
+    return arch, theirs, from_torchvision(arch, theirs.state_dict())
+
+
+def test_eval_detections_equal_torchvisions(pair):
+    arch, theirs, ours = pair
+    generator = torch.Generator().manual_seed(2)
+    largest, counts = (0.0, 0.0), []
+    for size in IMAGE_SIZES:
+        image = random_image(size, generator)
+        with torch.no_grad():
+            expected = theirs([image])[0]
+            batch, image_sizes, _ = detkit_input(theirs, [image])
+            detections = ours(batch, image_sizes)[0]
+        # torchvision's postprocess: boxes times original / resized size per axis
+        ratio_y, ratio_x = size[0] / image_sizes[0][0], size[1] / image_sizes[0][1]
+        detections["boxes"] = detections["boxes"] * torch.tensor([ratio_x, ratio_y, ratio_x, ratio_y])
+        differences = assert_same_detections(detections, expected)
+        largest = tuple(max(a, b) for a, b in zip(largest, differences))
+        counts.append(len(expected["scores"]))
+    assert sum(counts) > 0
+    print(f"\n{arch}: detections per image {counts}, max box diff {largest[0]:.2e} px, max score diff {largest[1]:.2e}")
+
+
+def test_wrong_architecture_names_the_first_mismatching_key():
+    state = torchvision_model("retinanet_resnet50_fpn").state_dict()
+    with pytest.raises(StateDictMismatch, match=r"'backbone\.fpn\.inner_blocks\.0\.0\.weight' has shape"):
+        from_torchvision("fasterrcnn_resnet50_fpn", state)
+
+
+def test_truncated_state_dict_names_the_first_missing_key():
+    state = torchvision_model("retinanet_resnet50_fpn").state_dict()
+    keys = list(state)
+    truncated = {k: state[k] for k in keys[: keys.index("head.regression_head.conv.0.0.weight")]}
+    with pytest.raises(StateDictMismatch, match=r"'head\.regression_head\.conv\.0\.0\.weight' is missing"):
+        from_torchvision("retinanet_resnet50_fpn", truncated)
+
+
+def test_coco_names_are_torchvisions():
+    weights = torchvision.models.detection.FasterRCNN_ResNet50_FPN_Weights.COCO_V1  # its meta needs no download
+    assert list(TORCHVISION_COCO_CATEGORIES) == weights.meta["categories"]
+    assert len(coco_label_names()) == 90 and coco_label_names()[0] == "person" and coco_category_id(0) == 1
+    assert all(detector_settings(arch)["num_classes"] == 90 for arch in ARCHITECTURES)
