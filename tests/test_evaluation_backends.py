@@ -1,25 +1,18 @@
 """The faster-coco-eval and hotcoco backends give pycocotools' numbers (the 12 stats, per-class AP, the precision,
-recall and scores arrays), and tools/bench_eval.py compares them; a wrong backend name is an error naming its key."""
+recall and scores arrays), and detkit.benchmarks.eval (tools/bench_eval.py) compares them; a wrong backend name is
+an error naming its key."""
 import functools
-import importlib.util
 import math
-import pathlib
-import sys
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from detkit.benchmarks.eval import compare, format_table, generated_evaluation, run_eval_benchmark
 from detkit.engine.module import DetectionModule
 from detkit.evaluation import EVAL_BACKENDS, STAT_NAMES, CocoEvaluator, EvalResult
 from detkit.evaluation.pr_curves import pr_curve_data
-
-TOOL = pathlib.Path(__file__).resolve().parents[1] / "tools" / "bench_eval.py"
-spec = importlib.util.spec_from_file_location("bench_eval", TOOL)
-bench = importlib.util.module_from_spec(spec)
-sys.modules["bench_eval"] = bench  # dataclasses look their module up there
-spec.loader.exec_module(bench)
 
 FASTER_BACKENDS = [backend for backend in EVAL_BACKENDS if backend != "pycocotools"]
 # faster-coco-eval accumulates in C++: its precision can differ from pycocotools' in the last bit (~2e-16);
@@ -38,14 +31,14 @@ def without_detections_on_every_third_image(case):
 # nor perfect (asserted below) so that agreeing means something.
 CASES = {
     # 5 classes, the last never in the ground truth but predicted: its AP is nan
-    "class_without_ground_truth": lambda: bench.generated_evaluation(60, 40, num_classes=5, classes_without_gt=1,
+    "class_without_ground_truth": lambda: generated_evaluation(60, 40, num_classes=5, classes_without_gt=1,
                                                                      seed=3),
     # every 4th object a crowd region: detections on it are neither true nor false positives
-    "crowd_ground_truth": lambda: bench.generated_evaluation(60, 40, num_classes=4, seed=5, crowd_every=4),
+    "crowd_ground_truth": lambda: generated_evaluation(60, 40, num_classes=4, seed=5, crowd_every=4),
     # about 150 detections per (image, class): COCOeval keeps each one's top 100 by score
-    "more_than_100_detections_per_image": lambda: bench.generated_evaluation(30, 300, num_classes=2, seed=7),
+    "more_than_100_detections_per_image": lambda: generated_evaluation(30, 300, num_classes=2, seed=7),
     "images_without_detections": lambda: without_detections_on_every_third_image(
-        bench.generated_evaluation(60, 20, num_classes=3, seed=9)),
+        generated_evaluation(60, 20, num_classes=3, seed=9)),
 }
 
 
@@ -90,7 +83,7 @@ def test_the_cases_exercise_what_they_are_named_after():
     assert np.isnan(ap[4]).all() and not np.isnan(ap[:4]).any()
     (coco_gt, category_ids, detections), (crowded, _) = case_and_reference("crowd_ground_truth")
     assert sum(a["iscrowd"] for a in coco_gt.dataset["annotations"]) > 50
-    crowd_free, _ = evaluate("pycocotools", *bench.generated_evaluation(60, 40, num_classes=4, seed=5))
+    crowd_free, _ = evaluate("pycocotools", *generated_evaluation(60, 40, num_classes=4, seed=5))
     assert abs(crowded.stats["AP"] - crowd_free.stats["AP"]) > 0.01  # the same detections, scored otherwise
     (coco_gt, category_ids, detections), _ = case_and_reference("more_than_100_detections_per_image")
     most_of_one_class = max(np.bincount(labels.numpy()).max() for _, _, _, labels in detections)
@@ -108,7 +101,7 @@ def test_backend_cocoeval_gives_the_pictures_pycocotools_curves(backend):
 
 @pytest.mark.parametrize("backend", FASTER_BACKENDS)
 def test_backend_agrees_without_any_detection(backend):
-    coco_gt, category_ids, detections = bench.generated_evaluation(5, 1, num_classes=3)
+    coco_gt, category_ids, detections = generated_evaluation(5, 1, num_classes=3)
     nothing = [(image_id, torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64))
                for image_id, *_ in detections]
     reference, reference_eval = evaluate("pycocotools", coco_gt, category_ids, nothing)
@@ -119,8 +112,8 @@ def test_backend_agrees_without_any_detection(backend):
     np.testing.assert_array_equal(other_eval.eval["precision"], reference_eval.eval["precision"])
 
 
-def test_bench_quick_table_compares_the_backends(capsys):
-    rows = bench.main(["--quick"])
+def test_bench_quick_table_compares_the_backends():
+    rows = run_eval_benchmark(100, 20, 10)  # tools/bench_eval.py --quick
     assert [row.backend for row in rows] == list(EVAL_BACKENDS)
     assert all(row.result.num_images == 100 and row.result.num_detections == 2000 for row in rows)
     assert rows[0].stats_diff == 0.0
@@ -128,7 +121,7 @@ def test_bench_quick_table_compares_the_backends(capsys):
         tolerance = TOLERANCE[row.backend]
         assert row.stats_diff <= tolerance and row.per_class_diff <= tolerance
         assert row.result.stats["AP"] == pytest.approx(rows[0].result.stats["AP"], abs=tolerance, rel=0)
-    printed = capsys.readouterr().out.splitlines()
+    printed = format_table(rows).splitlines()
     assert "100 images, 2000 detections" in printed[0]
     assert [line.split()[0] for line in printed[2:]] == list(EVAL_BACKENDS)
     for line, row in zip(printed[2:], rows):
@@ -136,18 +129,18 @@ def test_bench_quick_table_compares_the_backends(capsys):
 
 
 def test_compare_reports_a_difference_and_a_nan_mismatch():
-    coco_gt, category_ids, detections = bench.generated_evaluation(10, 10, num_classes=3, classes_without_gt=1)
+    coco_gt, category_ids, detections = generated_evaluation(10, 10, num_classes=3, classes_without_gt=1)
     result, _ = evaluate("pycocotools", coco_gt, category_ids, detections)
     changed = EvalResult(dict(result.stats, AP75=result.stats["AP75"] + 0.25), list(result.per_class))
-    assert bench.compare(result, changed) == (pytest.approx(0.25), 0.0)
+    assert compare(result, changed) == (pytest.approx(0.25), 0.0)
     name, ap, ap50 = result.per_class[2]
     assert math.isnan(ap)
     changed.per_class[2] = (name, 0.0, ap50)
-    assert bench.compare(result, changed)[1] == math.inf
+    assert compare(result, changed)[1] == math.inf
 
 
 def test_unknown_backend_is_an_error_naming_the_key():
-    coco_gt, category_ids, _ = bench.generated_evaluation(2, 1, num_classes=2)
+    coco_gt, category_ids, _ = generated_evaluation(2, 1, num_classes=2)
     with pytest.raises(ValueError, match="backend must be one of .*'pycocotools'.*'hotcoco'.*got 'fast'"):
         CocoEvaluator(coco_gt, category_ids, backend="fast")
     with pytest.raises(ValueError, match=r"model\.eval_backend must be one of .*got 'pycocotool'"):

@@ -1,13 +1,12 @@
 """Evaluation pictures: matching counts on a hand-made case, PR data from COCOeval's own array, the gallery's
 choice of images, the written PNGs, and the module writing them beside the results JSON when asked."""
-import importlib.util
 import pathlib
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import detkit.benchmarks.eval as bench
 from detkit.data.shapes import generate_shapes
 from detkit.engine.cli import DetectionCLI
 from detkit.evaluation import CocoEvaluator
@@ -16,12 +15,6 @@ from detkit.evaluation.matching import confusion_counts, match_images, worst_ima
 from detkit.evaluation.pictures import PICTURE_NAMES, pictures_folder, write_evaluation_pictures
 from detkit.evaluation.pr_curves import pr_curve_data
 from test_evaluation import make_coco_gt, xyxy
-
-TOOL = pathlib.Path(__file__).resolve().parents[1] / "tools" / "bench_eval.py"
-spec = importlib.util.spec_from_file_location("bench_eval", TOOL)
-bench = importlib.util.module_from_spec(spec)
-sys.modules["bench_eval"] = bench
-spec.loader.exec_module(bench)
 
 CATEGORIES = {1: "circle", 2: "square", 3: "triangle"}  # labels 0, 1, 2; background is index 3
 CATEGORY_IDS = [1, 2, 3]
