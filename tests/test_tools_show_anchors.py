@@ -12,7 +12,7 @@ import torchvision
 from PIL import Image
 from torchvision.models.detection._utils import Matcher as TorchvisionMatcher
 
-from detkit.anchor_picture import IGNORED_COLOUR, POSITIVE, anchor_view
+from detkit.drawing.anchors import IGNORED_COLOUR, POSITIVE, anchor_view
 from detkit.engine.cli import DetectionCLI
 from detkit.engine.show_anchors import show_anchors
 

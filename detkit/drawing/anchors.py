@@ -6,16 +6,19 @@ Dims: N anchors of the image, M ground truths; boxes (n, 4) float32 xyxy input p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import draw_bounding_boxes
 
-from detkit.models.dense import DenseAnchorStage
+from detkit.drawing.boxes import draw_boxes
 from detkit.ops import BACKGROUND, IGNORED
-from detkit.visualize import draw_boxes
 
-# anchors in colours no class has (``detkit.visualize.class_colour``: the ground truth keeps its class colour)
+if TYPE_CHECKING:
+    from detkit.models.dense import DenseAnchorStage
+
+# anchors in colours no class has (``detkit.drawing.boxes.class_colour``: the ground truth keeps its class colour)
 POSITIVE, IGNORED_COLOUR, BACKGROUND_COLOUR = (255, 255, 255), (0, 255, 255), (0, 0, 0)
 SWATCH = (90, 70, 190)  # legend squares: the outline colour on a dark fill, as the anchors show on an image
 LINE_WIDTHS = {"positive": 2, "ignored": 1, "background": 1}

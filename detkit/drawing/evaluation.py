@@ -10,15 +10,17 @@ import contextlib
 import math
 import os
 import textwrap
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from detkit.evaluation.matching import ImageMatch
-from detkit.visualize import class_colour
+from detkit.drawing.boxes import class_colour
+
+if TYPE_CHECKING:
+    from detkit.evaluation.matching import ImageMatch
 
 GT_COLOUR = "#39ff14"  # ground truth: dashed in this one colour; predictions: solid in their class colour
 DPI = 100

@@ -12,7 +12,7 @@ import textwrap
 import numpy as np
 from matplotlib.figure import Figure
 
-from detkit.evaluation.plots import save_figure
+from detkit.drawing.evaluation import save_figure
 
 AP_METRICS = (("AP", "-"), ("AP50", "--"), ("AP75", ":"))
 CHARACTERS_PER_INCH = 14  # of a 10-point title: where to wrap it

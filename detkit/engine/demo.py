@@ -6,7 +6,7 @@ import os
 import time
 
 from detkit.engine.cli import train
-from detkit.visualize import save_prediction_grid
+from detkit.drawing.boxes import save_prediction_grid
 
 DEFAULT_CONFIG = "configs/retinanet_shapes.yaml"
 

@@ -10,7 +10,7 @@ from detkit.data.datamodule import evenly_spread
 from detkit.engine.anchor_check import AnchorCheck
 from detkit.engine.cli import DetectionCLI
 from detkit.engine.data_report import data_report
-from detkit.visualize import save_sample_grid
+from detkit.drawing.boxes import save_sample_grid
 
 
 class EmptySplitError(ValueError):

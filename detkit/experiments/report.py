@@ -1,5 +1,5 @@
 """A study's results on disk: ``results.json`` (the raw per-arm numbers), ``results.md`` (the table, the command, the
-commit and the machine) and ``plot.png`` (``detkit.experiments.plots``)."""
+commit and the machine) and ``plot.png`` (``detkit.drawing.studies``)."""
 from __future__ import annotations
 
 import os
@@ -110,7 +110,7 @@ def write_results(study, document: dict, folder: str) -> None:
     with open(temporary, "w") as file:
         file.write(markdown(study, document))
     os.replace(temporary, os.path.join(folder, "results.md"))
-    from detkit.experiments.plots import save_study_plot  # matplotlib: only when writing
+    from detkit.drawing.studies import save_study_plot  # matplotlib: only when writing
 
     try:
         save_study_plot(study, document, os.path.join(folder, "plot.png"))

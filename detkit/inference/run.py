@@ -14,7 +14,7 @@ from tqdm import tqdm
 from detkit.data.coco import BadImageError
 from detkit.evaluation import to_coco_results
 from detkit.evaluation.coco import ImageDetections
-from detkit.inference.annotate import annotate
+from detkit.drawing.boxes import annotate
 from detkit.inference.images import read_image
 from detkit.inference.overrides import PredictOptions
 from detkit.inference.predictor import Detector

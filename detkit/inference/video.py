@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from detkit.inference.annotate import annotate
+from detkit.drawing.boxes import annotate
 from detkit.inference.images import expand_paths
 from detkit.inference.overrides import PredictOptions
 from detkit.inference.predictor import Detector, Prediction
