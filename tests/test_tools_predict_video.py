@@ -58,13 +58,12 @@ def decode(path) -> tuple[list[np.ndarray], float, tuple[int, int]]:
     return frames, fps, size
 
 
-def test_a_video_gives_an_annotated_video_and_a_line_per_frame_equal_to_predict(perfect, tmp_path, monkeypatch,
-                                                                                capsys):
+def test_a_video_gives_an_annotated_video_and_a_line_per_frame_equal_to_predict(perfect, tmp_path, capsys):
     checkpoint, config = perfect
     write_video(tmp_path / "clip.avi", moving_squares(7))  # FFV1: lossless, the decoded frames are the drawn ones
     (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
     out = tmp_path / "out"
-    code = run_predict(monkeypatch, "--checkpoint", str(checkpoint), "--config", str(config), "--videos",
+    code = run_predict("--checkpoint", str(checkpoint), "--config", str(config), "--videos",
                        str(tmp_path / "clip.avi"), str(tmp_path / "broken.mp4"), str(tmp_path / "missing.avi"),
                        "--out", str(out), "--device", "cpu", "--batch-size", "3")
     captured = capsys.readouterr()
@@ -91,7 +90,7 @@ def test_a_video_gives_an_annotated_video_and_a_line_per_frame_equal_to_predict(
     assert not np.array_equal(annotated[0], decoded[0])  # boxes drawn
 
 
-def test_an_undecodable_frame_is_skipped_and_its_video_named(perfect, tmp_path, monkeypatch, capsys):
+def test_an_undecodable_frame_is_skipped_and_its_video_named(perfect, tmp_path, capsys):
     checkpoint, config = perfect
     write_video(tmp_path / "clip.avi", moving_squares(8), fourcc="MJPG")
     data = (tmp_path / "clip.avi").read_bytes()
@@ -102,7 +101,7 @@ def test_an_undecodable_frame_is_skipped_and_its_video_named(perfect, tmp_path, 
     decoded, _, _ = decode(tmp_path / "clip.avi")
     assert len(decoded) == 7 and decoded[4][20, 68, 0] > 200  # OpenCV went on with frame 5 (red from x 48 to 72)
     out = tmp_path / "out"
-    code = run_predict(monkeypatch, "--checkpoint", str(checkpoint), "--config", str(config), "--videos",
+    code = run_predict("--checkpoint", str(checkpoint), "--config", str(config), "--videos",
                        str(tmp_path / "clip.avi"), "--out", str(out), "--device", "cpu")
     assert code == 1
     assert f"video {tmp_path / 'clip.avi'}: 7 of the 8 frames the file declares" in capsys.readouterr().out
