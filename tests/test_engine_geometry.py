@@ -5,8 +5,6 @@ The data (``nonsquare_data``) is 200x90, 90x200, 200x57, 300x300 and 640x480 ima
 resized to other sizes than their own, so a missing or transposed scale moves every evaluated box.
 """
 import json
-import runpy
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -80,7 +78,7 @@ def test_perfect_predictor_scores_ap_1_with_boxes_in_original_pixels(dataset, tm
     assert_results_match_ground_truth(json.loads(results_path.read_text()), data)
 
 
-def test_tools_eval_scores_a_perfect_predictor_checkpoint_at_ap_1(dataset, tmp_path, monkeypatch, capsys):
+def test_tools_eval_scores_a_perfect_predictor_checkpoint_at_ap_1(dataset, tmp_path, capsys):
     root, data = dataset
     trainer, _ = validate_perfect_predictor(root, tmp_path / "unused.json", 128, 128)
     checkpoint = tmp_path / "perfect.ckpt"
@@ -93,9 +91,8 @@ def test_tools_eval_scores_a_perfect_predictor_checkpoint_at_ap_1(dataset, tmp_p
     }
     (tmp_path / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
     results_path = tmp_path / "eval_results.json"
-    monkeypatch.setattr(sys, "argv", ["tools/eval.py", "--checkpoint", str(checkpoint), "--config",
-                                      str(tmp_path / "config.yaml"), "--results", str(results_path)])
-    runpy.run_path(str(REPO / "tools" / "eval.py"), run_name="__main__")
+    evaluate(["--checkpoint", str(checkpoint), "--config", str(tmp_path / "config.yaml"),
+              "--results", str(results_path)])  # tools/eval.py's work
     assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 1.000" in capsys.readouterr().out
     assert_results_match_ground_truth(json.loads(results_path.read_text()), data)
 
