@@ -11,7 +11,7 @@ import pytest
 import torch
 import torchvision
 from torch import nn
-from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops import FrozenBatchNorm2d, box_iou
 
 from detkit.data.coco_names import TORCHVISION_COCO_CATEGORIES, coco_category_id, coco_label_names
 from detkit.models.torchvision_import import ARCHITECTURES, StateDictMismatch, detector_settings, from_torchvision
@@ -22,7 +22,8 @@ IMAGE_SIZES = [(200, 90), (90, 200), (300, 300), (160, 240)]  # (h, w) before to
 MIN_SIZE, MAX_SIZE = 160, 320  # torchvision resizes to these instead of 800 / 1333: cheap on two CPU cores
 BOX_TOLERANCE, SCORE_TOLERANCE, LOSS_TOLERANCE = 1e-2, 1e-4, 1e-4
 CLASSIFIER_SCALES = {"retinanet_resnet50_fpn": 300.0, "retinanet_resnet50_fpn_v2": 2.0, "fasterrcnn_resnet50_fpn": 10.0,
-                     "fasterrcnn_resnet50_fpn_v2": 5.0}
+                     "fasterrcnn_resnet50_fpn_v2": 5.0, "fasterrcnn_mobilenet_v3_large_fpn": 3.0,
+                     "fasterrcnn_mobilenet_v3_large_320_fpn": 3.0}
 BACKGROUND_LOGIT = 4.0
 
 
@@ -40,10 +41,12 @@ def frozen_batch_norm(module: nn.Module) -> None:
 
 
 @torch.no_grad()
-def perturb(model: nn.Module, generator: torch.Generator, classifier_scale: float = 1.0) -> None:
+def perturb(model: nn.Module, generator: torch.Generator, classifier_scale: float = 1.0,
+            feature_gain: float = 1.0) -> None:
     """No norm layer an identity: random affine parameters and running statistics, the residual branches' last
     norm scaled down so features stay O(1) through ResNet-50 (as trained weights keep them; at ~70 float32 rounding
-    alone moves boxes by 0.01 px); the classifiers spread so some, not thousands of, detections clear 0.05."""
+    alone moves boxes by 0.01 px; MobileNetV3's ~0.1 are raised by ``feature_gain``); the classifiers spread so
+    some, not thousands of, detections clear 0.05."""
     def uniform(shape, low, high):
         return torch.rand(shape, generator=generator) * (high - low) + low
 
@@ -54,6 +57,8 @@ def perturb(model: nn.Module, generator: torch.Generator, classifier_scale: floa
             if getattr(module, "running_mean", None) is not None:
                 module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.1)
                 module.running_var.copy_(uniform(module.running_var.shape, 0.75, 1.25))
+    for output_conv in model.backbone.fpn.layer_blocks.parameters():
+        output_conv.mul_(feature_gain)
     if hasattr(model, "head"):  # RetinaNet: sigmoid classifier, 91 outputs per anchor
         classifier = model.head.classification_head.cls_logits
         classifier.weight.mul_(classifier_scale)
@@ -77,7 +82,8 @@ def torchvision_model(arch: str, seed: int = 0) -> nn.Module:
                                                         max_size=MAX_SIZE)
     if not arch.endswith("_v2"):
         frozen_batch_norm(model.backbone.body)
-    perturb(model, torch.Generator().manual_seed(seed + 1), CLASSIFIER_SCALES.get(arch, 1.0))
+    perturb(model, torch.Generator().manual_seed(seed + 1), CLASSIFIER_SCALES.get(arch, 1.0),
+            10.0 if "mobilenet" in arch else 1.0)
     return model.eval()
 
 
@@ -94,27 +100,40 @@ def random_image(size: tuple[int, int], generator: torch.Generator) -> torch.Ten
     return torch.rand(3, *size, generator=generator)
 
 
-def assert_same_detections(ours: dict, theirs: dict) -> tuple[float, float]:
+def assert_same_detections(ours: dict, theirs: dict, nms_threshold: float = 0.5) -> tuple[float, float, int]:
     """Same set of detections: detkit's label + 1 == torchvision's, boxes within BOX_TOLERANCE px, scores within
-    SCORE_TOLERANCE. Both are sorted by score; equal-ranked entries may swap where scores differ by less than the
-    tolerance, so each torchvision detection is paired with detkit's closest one of its label. Returns the largest
-    (box, score) differences."""
+    SCORE_TOLERANCE. Both are sorted by score and equal-ranked entries may swap where scores differ by less than the
+    tolerance, so each torchvision detection is paired with detkit's closest one of its label.
+
+    A near-tie in NMS is the one other accepted difference: two overlapping candidates (IoU above the NMS threshold)
+    of one label whose scores differ by float32 rounding, where each side keeps the other one. Such a pair has
+    scores within SCORE_TOLERANCE; at most one per image. Returns the largest (box, score) differences of the
+    paired detections and the number of near-ties."""
     assert len(ours["scores"]) == len(theirs["scores"]), (len(ours["scores"]), len(theirs["scores"]))
     unpaired = list(range(len(ours["scores"])))
-    box_diff = score_diff = 0.0
-    for box, score, label in zip(theirs["boxes"], theirs["scores"], theirs["labels"]):
+    unmatched, box_diff, score_diff = [], 0.0, 0.0
+    for index, (box, score, label) in enumerate(zip(theirs["boxes"], theirs["scores"], theirs["labels"])):
         candidates = [i for i in unpaired if ours["labels"][i] + 1 == label]
-        assert candidates, f"torchvision's detection {box.tolist()} {float(score):.4f} label {int(label)} has no match"
         distance = [float((ours["boxes"][i] - box).abs().max()) for i in candidates]
+        if not candidates or min(distance) > BOX_TOLERANCE:
+            unmatched.append(index)
+            continue
         best = candidates[min(range(len(candidates)), key=distance.__getitem__)]
         unpaired.remove(best)
         box_diff = max(box_diff, min(distance))
         score_diff = max(score_diff, float((ours["scores"][best] - score).abs()))
-    assert box_diff <= BOX_TOLERANCE and score_diff <= SCORE_TOLERANCE, (box_diff, score_diff)
-    return box_diff, score_diff
+    assert score_diff <= SCORE_TOLERANCE, score_diff
+    for index in unmatched:  # only NMS near-ties may remain
+        label, score = theirs["labels"][index], theirs["scores"][index]
+        ties = [i for i in unpaired if ours["labels"][i] + 1 == label and abs(float(ours["scores"][i] - score))
+                <= SCORE_TOLERANCE and float(box_iou(ours["boxes"][i, None], theirs["boxes"][index, None])) > nms_threshold]
+        assert ties, f"torchvision's {theirs['boxes'][index].tolist()} {float(score):.6f} label {int(label)}: no match"
+        unpaired.remove(ties[0])
+    assert len(unmatched) <= 1, f"{len(unmatched)} NMS near-ties in one image"
+    return box_diff, score_diff, len(unmatched)
 
 
-@pytest.fixture(scope="module", params=["retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2", "fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2"])
+@pytest.fixture(scope="module", params=list(ARCHITECTURES))
 def pair(request):
     """(arch, torchvision's model, detkit's import of its state dict)."""
     arch = request.param
@@ -125,7 +144,7 @@ def pair(request):
 def test_eval_detections_equal_torchvisions(pair):
     arch, theirs, ours = pair
     generator = torch.Generator().manual_seed(2)
-    largest, counts = (0.0, 0.0), []
+    largest, counts, near_ties = (0.0, 0.0), [], 0
     for size in IMAGE_SIZES:
         image = random_image(size, generator)
         with torch.no_grad():
@@ -135,11 +154,13 @@ def test_eval_detections_equal_torchvisions(pair):
         # torchvision's postprocess: boxes times original / resized size per axis
         ratio_y, ratio_x = size[0] / image_sizes[0][0], size[1] / image_sizes[0][1]
         detections["boxes"] = detections["boxes"] * torch.tensor([ratio_x, ratio_y, ratio_x, ratio_y])
-        differences = assert_same_detections(detections, expected)
+        *differences, ties = assert_same_detections(detections, expected)
         largest = tuple(max(a, b) for a, b in zip(largest, differences))
+        near_ties += ties
         counts.append(len(expected["scores"]))
     assert sum(counts) > 0
-    print(f"\n{arch}: detections per image {counts}, max box diff {largest[0]:.2e} px, max score diff {largest[1]:.2e}")
+    print(f"\n{arch}: detections per image {counts}, max box diff {largest[0]:.2e} px, max score diff "
+          f"{largest[1]:.2e}, NMS near-ties {near_ties}")
 
 
 def test_wrong_architecture_names_the_first_mismatching_key():

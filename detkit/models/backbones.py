@@ -4,10 +4,12 @@ Every backbone here is an ``nn.Module`` with two attributes the FPN reads, ``out
 ``strides`` (one entry per returned level), and ``forward(images (B, 3, H, W)) -> list[(B, C_l, H/s_l, W/s_l)]``.
 Levels are named by their log2 stride: level 3 has stride 8, level 5 stride 32 (C3..C5 in the FPN paper).
 
-Two families:
+Three families:
 - ``tiny``: a plain 4-stage CNN (widths 32-256) that trains fast from scratch on a CPU.
 - ``resnet18`` / ``resnet34`` / ``resnet50``: torchvision's ResNets, random init, torchvision's
   pretrained weights by name (downloads, needs internet) or a local weights file.
+- ``mobilenet_v3_large``: torchvision's MobileNetV3-Large trunk with the FPN inputs of its detection models
+  (two maps at stride 32), weights as for the ResNets.
 """
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ from torchvision.ops import FrozenBatchNorm2d
 
 NORMS = ("bn", "frozen_bn", "gn")
 RESNETS = ("resnet18", "resnet34", "resnet50")
+MOBILENETS = ("mobilenet_v3_large",)
+# what torchvision's classification nets have above the trunk, never loaded into it
+CLASSIFIER_PREFIXES = ("fc.", "classifier.")
 
 
 def norm_layer_factory(norm: str) -> Callable[[int], nn.Module]:
@@ -109,7 +114,7 @@ class ResNetBackbone(nn.Module):
         _check_levels(return_levels)
         resnet = getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer_factory(norm))
         if weights is not None:
-            _load_resnet_weights(resnet, name, weights)
+            _load_trunk_weights(resnet, name, weights)
         self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
         self.layers = nn.ModuleList([resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4])
         self.return_levels = tuple(return_levels)
@@ -130,15 +135,62 @@ class ResNetBackbone(nn.Module):
         return features
 
 
+class MobileNetV3Backbone(nn.Module):
+    """torchvision's MobileNetV3-Large trunk (``features``, 17 blocks) with the maps its detection models take.
+
+    torchvision's ``mobilenet_backbone(fpn=True)`` splits the trunk into 6 stages at its strided blocks and feeds
+    the FPN the output of the last two stages' first blocks: block 13 (the first at stride 32, 160 channels) and
+    block 16 (the final 1x1 conv, 960 channels), both at stride 32. Here level l (stride 2**l) is the first block of
+    that stride, so ``return_levels`` (5,) gives exactly those two maps; the final conv's map always comes last.
+
+    Args:
+        weights: ``None``, a torchvision weights name or a local state-dict file (as for ``ResNetBackbone``).
+        norm: one of ``NORMS``; torchvision's detection models use ``frozen_bn`` with weights and ``bn`` without,
+            both with eps 1e-5 (not MobileNetV3's own 1e-3, which applies only when no norm is passed).
+        trainable_layers: how many of the 6 stages receive gradients, counted from the top; 6 trains everything.
+    """
+
+    def __init__(self, weights: str | None = None, norm: str = "frozen_bn", return_levels: tuple[int, ...] = (5,),
+                 trainable_layers: int = 6):
+        super().__init__()
+        _check_levels(return_levels)
+        net = torchvision.models.mobilenet_v3_large(weights=None, norm_layer=norm_layer_factory(norm))
+        if weights is not None:
+            _load_trunk_weights(net, "mobilenet_v3_large", weights)
+        self.features = net.features
+        # first block of each stride: 0 (stride 2), 2, 4, 7, 13 (stride 32), then the final conv (16)
+        stage_starts = [0] + [i for i, block in enumerate(self.features) if getattr(block, "_is_cn", False)]
+        stage_starts.append(len(self.features) - 1)
+        if not 0 <= trainable_layers <= len(stage_starts):
+            raise ValueError(f"trainable_layers must be in [0, {len(stage_starts)}], got {trainable_layers}")
+        self.return_indices = [stage_starts[level - 1] for level in return_levels] + [stage_starts[-1]]
+        self.out_channels = [self.features[i].out_channels for i in self.return_indices]
+        self.strides = [2**level for level in return_levels] + [32]
+        first_trainable = stage_starts[len(stage_starts) - trainable_layers] if trainable_layers else len(self.features)
+        self.features[:first_trainable].requires_grad_(False)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """images (B, 3, H, W) normalised -> one (B, C_i, H / s_i, W / s_i) map per entry of ``strides``."""
+        x, maps = images, []
+        for index, block in enumerate(self.features[: self.return_indices[-1] + 1]):
+            x = block(x)
+            if index in self.return_indices:
+                maps.append(x)
+        return maps
+
+
 def build_backbone(
     name: str, weights: str | None = None, norm: str = "bn", return_levels: tuple[int, ...] = (3, 4, 5),
     trainable_layers: int = 5,
 ) -> nn.Module:
-    """Build ``tiny`` or a ResNet by name; see ``TinyBackbone`` and ``ResNetBackbone``."""
+    """Build ``tiny``, a ResNet or MobileNetV3 by name; see ``TinyBackbone``, ``ResNetBackbone`` and
+    ``MobileNetV3Backbone``."""
     if name == "tiny":
         if weights is not None:
             raise ValueError("backbone 'tiny' has no pretrained weights: set backbone_weights to null")
         return TinyBackbone(return_levels, norm)
+    if name in MOBILENETS:
+        return MobileNetV3Backbone(weights, norm, return_levels, trainable_layers)
     return ResNetBackbone(name, weights, norm, return_levels, trainable_layers)
 
 
@@ -153,8 +205,9 @@ def _resnet_width(resnet: nn.Module, level: int) -> int:
     return last_norm.num_features if hasattr(last_norm, "num_features") else last_norm.weight.shape[0]
 
 
-def _load_resnet_weights(resnet: nn.Module, name: str, weights: str) -> None:
-    """Load torchvision weights by enum name, or a local state-dict file, into ``resnet``."""
+def _load_trunk_weights(net: nn.Module, name: str, weights: str) -> None:
+    """Load torchvision weights by enum name, or a local state-dict file, into the classification net ``net``
+    (its classifier excluded)."""
     if os.path.sep in weights or weights.endswith((".pth", ".pt", ".ckpt")):
         if not os.path.isfile(weights):
             raise FileNotFoundError(f"backbone weights file not found: {weights}")
@@ -166,14 +219,14 @@ def _load_resnet_weights(resnet: nn.Module, name: str, weights: str) -> None:
             state = enum[weights].get_state_dict(progress=True)  # "DEFAULT" is an alias member
         except KeyError:
             raise ValueError(f"unknown weights {weights!r} for {name}; choose from {[w.name for w in enum]} or a file path") from None
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     # GroupNorm has no running statistics: pretrained BN statistics are dropped, affine params kept.
-    own = resnet.state_dict()
+    own = net.state_dict()
     state = {k: v for k, v in state.items() if k in own}
-    missing = [k for k in own if k not in state and not k.startswith("fc.") and "num_batches_tracked" not in k
-               and not k.endswith(("running_mean", "running_var"))]
+    missing = [k for k in own if k not in state and not k.startswith(CLASSIFIER_PREFIXES)
+               and "num_batches_tracked" not in k and not k.endswith(("running_mean", "running_var"))]
     wrong_shape = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if v.shape != own[k].shape]
     if missing or wrong_shape:
         raise ValueError(f"backbone weights {weights!r} do not fit {name}: missing {missing[:3]}, "
                          f"wrong shape {wrong_shape[:3]} ({len(missing)} missing, {len(wrong_shape)} mismatched)")
-    resnet.load_state_dict(state, strict=False)
+    net.load_state_dict(state, strict=False)

@@ -40,7 +40,8 @@ class LevelRoIAlign(MultiScaleRoIAlign):
 
 def build_roi_pooler(strides: list[int], output_size: int = 7, sampling_ratio: int = 2,
                      canonical_scale: int = 224, canonical_level: int = 4) -> LevelRoIAlign:
-    """``LevelRoIAlign`` over levels named "0", "1", ... at ``strides`` (finest first, doubling).
+    """``LevelRoIAlign`` over levels named "0", "1", ... at ``strides`` (finest first, doubling; the coarsest may
+    repeat, as MobileNetV3's two stride-32 maps: like torchvision's mapper, RoIs then pool from its first map only).
 
     torchvision infers each level's scale on its first call from the feature and image sizes and
     caches it; that guess fails on small or strongly padded images (a 1-2 cell map of a 65 px
@@ -49,8 +50,11 @@ def build_roi_pooler(strides: list[int], output_size: int = 7, sampling_ratio: i
     clamped to the available levels) are set exactly instead.
     """
     levels = [math.log2(s) for s in strides]
-    if any(level != round(level) for level in levels) or any(b != a + 1 for a, b in zip(levels, levels[1:])):
-        raise ValueError(f"RoI pooling needs power-of-two strides doubling per level, got {strides}")
+    distinct = len(set(levels))
+    doubling = all(b == a + 1 for a, b in zip(levels[:distinct], levels[1:distinct]))
+    if any(level != round(level) for level in levels) or not doubling or set(levels[distinct:]) - {levels[-1]}:
+        raise ValueError(f"RoI pooling needs power-of-two strides doubling per level (the coarsest may repeat), "
+                         f"got {strides}")
     pooler = LevelRoIAlign([str(i) for i in range(len(strides))], output_size, sampling_ratio,
                            canonical_scale=canonical_scale, canonical_level=canonical_level)
     pooler.scales = [1.0 / s for s in strides]
