@@ -25,8 +25,7 @@ def test_a_run_killed_before_any_validation_resumes_from_its_last_epoch_end(shap
     assert (saved["epoch"], saved["global_step"]) == (0, STEPS_PER_EPOCH)  # the end of epoch 1
 
     arguments = train_command(shapes_root, tmp_path, *VALIDATE_AT_THE_END_ONLY, "--trainer.callbacks+=crash.FirstStep")
-    run = train([*arguments[2:], "--resume", "last"])
-    cli = run.cli
+    cli = train([*arguments[2:], "--resume", "last"]).cli
     first_step = next(callback for callback in cli.trainer.callbacks if isinstance(callback, FirstStep))
     assert first_step.position == (1, 0, STEPS_PER_EPOCH)  # epoch 2's first batch, nothing trained twice
     assert cli.trainer.global_step == EPOCHS * STEPS_PER_EPOCH
