@@ -7,6 +7,8 @@ its boxes are mapped back with the ratios torchvision's postprocess uses. ``-s``
 """
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torchvision
@@ -15,6 +17,7 @@ from torchvision.ops import FrozenBatchNorm2d, box_iou
 
 from detkit.data.coco_names import TORCHVISION_COCO_CATEGORIES, coco_category_id, coco_label_names
 from detkit.models.torchvision_import import ARCHITECTURES, StateDictMismatch, detector_settings, from_torchvision
+from detkit.ops import BalancedSampler
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -125,8 +128,9 @@ def assert_same_detections(ours: dict, theirs: dict, nms_threshold: float = 0.5)
     assert score_diff <= SCORE_TOLERANCE, score_diff
     for index in unmatched:  # only NMS near-ties may remain
         label, score = theirs["labels"][index], theirs["scores"][index]
-        ties = [i for i in unpaired if ours["labels"][i] + 1 == label and abs(float(ours["scores"][i] - score))
-                <= SCORE_TOLERANCE and float(box_iou(ours["boxes"][i, None], theirs["boxes"][index, None])) > nms_threshold]
+        overlap = box_iou(ours["boxes"], theirs["boxes"][index, None])[:, 0]  # (D,)
+        ties = [i for i in unpaired if ours["labels"][i] + 1 == label and overlap[i] > nms_threshold
+                and abs(float(ours["scores"][i] - score)) <= SCORE_TOLERANCE]
         assert ties, f"torchvision's {theirs['boxes'][index].tolist()} {float(score):.6f} label {int(label)}: no match"
         unpaired.remove(ties[0])
     assert len(unmatched) <= 1, f"{len(unmatched)} NMS near-ties in one image"
@@ -182,3 +186,67 @@ def test_coco_names_are_torchvisions():
     assert list(TORCHVISION_COCO_CATEGORIES) == weights.meta["categories"]
     assert len(coco_label_names()) == 90 and coco_label_names()[0] == "person" and coco_category_id(0) == 1
     assert all(detector_settings(arch)["num_classes"] == 90 for arch in ARCHITECTURES)
+
+
+def random_targets(size: tuple[int, int], generator: torch.Generator, count: int = 3) -> dict:
+    """``count`` boxes (count, 4) xyxy of 10-60% of the image's sides, torchvision labels 1..90."""
+    height, width = size
+    wh = torch.rand(count, 2, generator=generator) * 0.5 + 0.1
+    corner = torch.rand(count, 2, generator=generator) * (1 - wh)
+    boxes = torch.cat([corner, corner + wh], 1) * torch.tensor([width, height, width, height])
+    return {"boxes": boxes, "labels": torch.randint(1, 91, (count,), generator=generator)}
+
+
+def torchvision_losses(model: nn.Module, images: list[torch.Tensor], targets: list[dict]) -> dict:
+    """torchvision's training losses past its transform (whose random size choice would draw from the RNG)."""
+    batch, resized = model.transform(images, targets)
+    features = model.backbone(batch.tensors)
+    if hasattr(model, "head"):
+        feature_list = list(features.values())
+        head_outputs = model.head(feature_list)
+        anchors = model.anchor_generator(batch, feature_list)
+        return model.compute_loss(resized, head_outputs, anchors)
+    proposals, rpn_losses = model.rpn(batch, features, resized)
+    _, roi_losses = model.roi_heads(features, proposals, batch.image_sizes, resized)
+    return rpn_losses | roi_losses
+
+
+LOSS_NAMES = {"classification": "cls", "bbox_regression": "box", "loss_objectness": "rpn_objectness",
+              "loss_rpn_box_reg": "rpn_box", "loss_classifier": "roi_cls", "loss_box_reg": "roi_box"}
+TRAINING_PROPOSALS = 300  # both RPNs keep 300 proposals in training (2000 by default): the RoI head stays cheap
+
+
+def sample_everything(theirs: nn.Module, ours: nn.Module) -> None:
+    """Both two-stage samplers take every candidate (positives and background alike), so the losses do not depend
+    on the random draw or on the order of equal-scored proposals; fewer training proposals on both sides."""
+    if hasattr(theirs, "head"):
+        return
+    for sampler in (theirs.rpn.fg_bg_sampler, theirs.roi_heads.fg_bg_sampler):
+        sampler.batch_size_per_image = 10**7
+    ours.rpn.sampler = BalancedSampler(10**7, ours.rpn.sampler.positive_fraction)
+    ours.roi_heads.sampler = BalancedSampler(10**7, ours.roi_heads.sampler.positive_fraction)
+    theirs.rpn._post_nms_top_n["training"] = TRAINING_PROPOSALS
+    ours.rpn.post_nms_top_n[True] = TRAINING_PROPOSALS
+
+
+def test_training_losses_equal_torchvisions(pair):
+    arch, theirs, ours = pair
+    theirs, ours = copy.deepcopy(theirs).train(), copy.deepcopy(ours).train()
+    sample_everything(theirs, ours)
+    generator = torch.Generator().manual_seed(3)
+    largest = 0.0
+    for size in IMAGE_SIZES[:2]:
+        image, target = random_image(size, generator), random_targets(size, generator)
+        with torch.no_grad():
+            expected = torchvision_losses(theirs, [image], [target])
+            batch, image_sizes, resized = detkit_input(theirs, [image], [target])
+            for t in resized:
+                t["labels"] = t["labels"] - 1  # detkit's labels
+            losses = ours(batch, image_sizes, resized)
+        assert set(losses) == {LOSS_NAMES[name] for name in expected}
+        for name, value in expected.items():
+            relative = float((losses[LOSS_NAMES[name]] - value).abs() / value.abs().clamp(min=1e-12))
+            assert relative <= LOSS_TOLERANCE, (name, float(losses[LOSS_NAMES[name]]), float(value))
+            largest = max(largest, relative)
+    print(f"\n{arch}: training losses {dict((k, round(float(v), 4)) for k, v in expected.items())}, max relative "
+          f"difference {largest:.2e}")
