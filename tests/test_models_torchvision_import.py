@@ -8,6 +8,7 @@ its boxes are mapped back with the ratios torchvision's postprocess uses. ``-s``
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
@@ -250,3 +251,35 @@ def test_training_losses_equal_torchvisions(pair):
             largest = max(largest, relative)
     print(f"\n{arch}: training losses {dict((k, round(float(v), 4)) for k, v in expected.items())}, max relative "
           f"difference {largest:.2e}")
+
+
+def legacy_form(state: dict) -> dict:
+    """The key names of torchvision < 0.8 checkpoints (fasterrcnn_resnet50_fpn_coco-258fb6c6.pth and
+    retinanet_resnet50_fpn_coco-eeacb38b.pth are in this form): FPN and RPN convs without their ``.0`` block,
+    RetinaNet towers as plain (conv, ReLU) sequences."""
+    renamed = {}
+    for key, value in state.items():
+        key = re.sub(r"^(backbone\.fpn\.(?:inner|layer)_blocks\.\d+)\.0\.", r"\1.", key)
+        key = re.sub(r"^rpn\.head\.conv\.0\.0\.", "rpn.head.conv.", key)
+        key = re.sub(r"^(head\.\w+_head\.conv)\.(\d+)\.0\.", lambda m: f"{m[1]}.{2 * int(m[2])}.", key)
+        renamed[key] = value
+    return renamed
+
+
+@pytest.mark.parametrize("arch", ["retinanet_resnet50_fpn", "fasterrcnn_resnet50_fpn"])
+def test_older_key_names_and_batch_norm_step_counts_import_alike(arch):
+    torch.manual_seed(0)
+    model = getattr(torchvision.models.detection, arch)(weights=None, weights_backbone=None)
+    state = model.state_dict()
+    assert any(k.endswith("num_batches_tracked") for k in state)  # BatchNorm trunk: with step counts
+    legacy = legacy_form(state)
+    assert legacy.keys() != state.keys()
+    model.load_state_dict(legacy)  # torchvision reads this form too: it is the old one
+    expected = from_torchvision(arch, state).state_dict()
+    imported = from_torchvision(arch, legacy).state_dict()
+    assert all(torch.equal(imported[k], expected[k]) for k in expected)
+
+
+def test_unknown_architecture_lists_the_six():
+    with pytest.raises(ValueError, match="fasterrcnn_mobilenet_v3_large_320_fpn"):
+        from_torchvision("ssd300_vgg16", {})
