@@ -1,7 +1,6 @@
 """``detkit.export_onnx`` / tools/export.py: onnxruntime's detections equal ``detkit.load(ckpt).predict``'s for both
 detectors of the shapes recipes on images of every aspect, empty outputs without detections, and no file after a
 failed check. The checkpoints are randomly initialised small models (16-channel FPN): no training needed."""
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import yaml
 
 import detkit
 from detkit.inference import CheckpointError
+from detkit.inference.cli import export_command
 from detkit.inference.export import OnnxExportError, export_onnx, onnx_session
 from detkit.inference.onnx_check import onnx_input
 from detkit.inference.predictor import Detector
@@ -20,8 +20,6 @@ from detkit.inference.config import RunConfig, build_detector
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
-import export as export_tool  # noqa: E402  (tools/export.py)
 
 CLASS_NAMES, CATEGORY_IDS = ["red", "green", "blue"], [4, 7, 9]
 RECIPES = ("retinanet_shapes", "faster_rcnn_shapes")
@@ -133,11 +131,11 @@ def test_a_mismatch_fails_loudly_and_leaves_no_file(exported, tmp_path, monkeypa
 def test_the_tool_writes_a_checked_model_and_names_a_bad_checkpoint(tmp_path, capsys):
     checkpoint = write_checkpoint(tmp_path / "model.ckpt", "retinanet_shapes")
     out = tmp_path / "tool.onnx"
-    assert export_tool.main(["--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+    assert export_command(["--checkpoint", str(checkpoint), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert out.is_file() and "640x480: 100 detections, max box difference" in printed and f"wrote {out}" in printed
     missing = tmp_path / "missing.ckpt"
-    assert export_tool.main(["--checkpoint", str(missing), "--out", str(tmp_path / "x.onnx")]) == 1
+    assert export_command(["--checkpoint", str(missing), "--out", str(tmp_path / "x.onnx")]) == 1
     assert f"checkpoint not found: {missing}" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
     with pytest.raises(CheckpointError):
         export_onnx(missing, tmp_path / "y.onnx")

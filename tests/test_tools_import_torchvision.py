@@ -1,9 +1,7 @@
 """tools/import_torchvision.py: a torchvision state dict becomes a checkpoint whose detkit.load(...).predict gives
 torchvision's own detections (torchvision is the oracle: same boxes within 1e-2 px, scores, labels + 1) on
 images of several sizes; bad files are named with the first mismatching key, nothing half-written is left."""
-import sys
 import urllib.error
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,12 +12,10 @@ from torchvision_models import published_form, random_torchvision
 
 import detkit
 from detkit.inference.checkpoint import checkpoint_classes, read_checkpoint
+from detkit.inference.cli import import_torchvision_command
 from detkit.inference.config import RunConfig, input_settings
 from detkit.inference.import_torchvision import ImportFailed, import_torchvision
 from detkit.inference.predictor import Prediction
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import import_torchvision as tool  # noqa: E402
 
 CHEAPEST = "fasterrcnn_mobilenet_v3_large_320_fpn"
 IMAGE_SIZES = [(200, 90), (90, 200), (480, 640)]  # (h, w)
@@ -33,7 +29,7 @@ def cheapest(tmp_path_factory):
     weights = folder / "weights.pth"
     torch.save(published_form(model), weights)
     out = folder / "model.ckpt"
-    assert tool.main(["--arch", CHEAPEST, "--weights", str(weights), "--out", str(out)]) == 0
+    assert import_torchvision_command(["--arch", CHEAPEST, "--weights", str(weights), "--out", str(out)]) == 0
     return model, weights, out
 
 
@@ -93,7 +89,8 @@ def test_retinanet_import_predicts_what_torchvision_does(tmp_path, one_thread):
 def test_a_file_of_another_architecture_is_named_with_its_first_mismatching_key(cheapest, tmp_path, capsys):
     _, weights, _ = cheapest
     out = tmp_path / "out.ckpt"
-    assert tool.main(["--arch", "retinanet_resnet50_fpn", "--weights", str(weights), "--out", str(out)]) == 1
+    assert import_torchvision_command(["--arch", "retinanet_resnet50_fpn", "--weights", str(weights),
+                                       "--out", str(out)]) == 1
     error = capsys.readouterr().err
     assert f"error: {weights}: " in error and "retinanet_resnet50_fpn: key 'backbone.body.conv1.weight'" in error
     assert not out.exists() and not list(tmp_path.iterdir())  # nothing written, no temporary left

@@ -21,6 +21,7 @@ EXPECTED_OPTIONS = {
     "demo": ["--config", "--resume", "--budget.minutes", "--trainer.max_epochs"],
     "eval": ["--checkpoint", "--config", "--results"],
     "experiment": ["--list", "--quick", "--minutes"],
+    "export": ["--checkpoint", "--out", "--check-images", "--bench"],
     "gpu_check": ["--minutes", "--only", "--force-cpu-dry-run"],
     "imbalance_stats": ["--config", "--num-images"],
     "import_torchvision": ["--arch", "--weights", "--out"],

@@ -1,10 +1,11 @@
-"""Predict with a trained checkpoint: annotated images and a COCO results JSON, annotated videos and JSON lines.
+"""The command lines of inference, each ``argv -> exit status``: ``predict_command`` (``tools/predict.py``),
+``export_command`` (``tools/export.py``) and ``import_torchvision_command`` (``tools/import_torchvision.py``).
 
-``predict_command`` is ``tools/predict.py``: it checks the options, loads the checkpoint, predicts the images
-(``detkit.inference.run``) and the videos (``detkit.inference.video``) and prints their summaries. Exit status: 0
-everything predicted, 1 some input unreadable (all others written) or the checkpoint unusable, 2 a wrong command
-line (argparse's ``SystemExit(2)``, raised before anything is written). docs/guide/predict.md describes the options
-and outputs.
+Exit status: 0 done; 1 the work failed and said why on stderr (an unreadable checkpoint or input, an export whose
+check failed, a bad weights file); 2 a wrong command line (argparse's ``SystemExit(2)``, raised before anything is
+written). ``predict_command`` predicts the images (``detkit.inference.run``) and the videos
+(``detkit.inference.video``), exits 1 when some input was unreadable (all others written) and prints a summary of
+each; docs/guide/predict.md describes its options and outputs.
 """
 from __future__ import annotations
 
@@ -12,11 +13,21 @@ import argparse
 import sys
 
 from detkit.inference.checkpoint import CheckpointError
+from detkit.inference.export import ExportReport, OnnxExportError, export_onnx
 from detkit.inference.images import expand_image_paths
+from detkit.inference.import_torchvision import ARCHITECTURES, ImportFailed, import_torchvision
+from detkit.inference.onnx_check import check_images
+from detkit.inference.onnx_speed import compare_speed, speed_table
 from detkit.inference.overrides import PredictOptions
 from detkit.inference.predictor import Detector, load
 from detkit.inference.run import predict_files, summary
 from detkit.inference.video import expand_video_paths, predict_videos, video_summary
+
+PREDICT_DESCRIPTION = ("Predict with a trained checkpoint: annotated images and a COCO results JSON, annotated videos "
+                       "and JSON lines.")
+EXPORT_DESCRIPTION = "Export a trained checkpoint to ONNX, pre- and post-processing included, checked against PyTorch."
+IMPORT_DESCRIPTION = ("Import one of torchvision's six COCO detectors into a detkit checkpoint "
+                      "(docs/guide/pretrained.md).")
 
 
 def flag(option: str) -> str:
@@ -26,7 +37,7 @@ def flag(option: str) -> str:
 
 def predict_parser() -> argparse.ArgumentParser:
     """The options of ``predict_command``; the settings group defaults to None: the checkpoint's own."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=PREDICT_DESCRIPTION)
     parser.add_argument("--checkpoint", required=True, help="a .ckpt written by training")
     parser.add_argument("--images", nargs="+", default=[], metavar="PATH", help="image files, folders or glob patterns")
     parser.add_argument("--videos", nargs="+", default=[], metavar="PATH", help="video files, folders or glob patterns")
@@ -102,3 +113,76 @@ def predict_command(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     return 1 if predict_inputs(detector, images, videos, args.out, options, args.batch_size) else 0
+
+
+def export_parser() -> argparse.ArgumentParser:
+    """The options of ``export_command``."""
+    parser = argparse.ArgumentParser(description=EXPORT_DESCRIPTION)
+    parser.add_argument("--checkpoint", required=True, help="a .ckpt written by training")
+    parser.add_argument("--out", required=True, help="the .onnx file to write")
+    parser.add_argument("--check-images", nargs="+", metavar="IMAGE",
+                        help="images (files, folders, globs) of the parity check; default: three synthetic ones")
+    parser.add_argument("--bench", type=int, default=0, metavar="N",
+                        help="also time N passes over the check images with PyTorch and with onnxruntime")
+    return parser
+
+
+def parity_lines(report: ExportReport) -> list[str]:
+    """One line per check image: its size (w x h), onnxruntime's detection count and the largest differences
+    from PyTorch (boxes in pixels, scores)."""
+    lines = []
+    for parity in report.parity:
+        height, width = parity.size
+        lines.append(f"{width}x{height}: {parity.onnx_count} detections, max box difference "
+                     f"{parity.max_box_difference:.2e} px, max score difference {parity.max_score_difference:.2e}")
+    return lines
+
+
+def export_command(argv: list[str] | None = None) -> int:
+    """Run ``tools/export.py`` on ``argv`` (None: ``sys.argv[1:]``): write the ONNX model, print the parity check
+    of each image and, with ``--bench``, the speed table. Returns 0 written and checked, 1 the checkpoint unusable
+    or onnxruntime's detections differ from PyTorch's (nothing written); ``SystemExit(2)`` for a wrong command line."""
+    parser = export_parser()
+    args = parser.parse_args(argv)
+    if args.bench < 0:
+        parser.error(f"--bench must be >= 0, got {args.bench}")
+    try:
+        images = expand_image_paths(args.check_images) if args.check_images else check_images()
+    except ValueError as error:
+        parser.error(str(error))
+    try:
+        detector = load(args.checkpoint, device="cpu")
+        report = export_onnx(detector, args.out, images=images)
+    except (CheckpointError, OnnxExportError, ValueError) as error:  # a bad check image is a ValueError naming it
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for line in parity_lines(report):
+        print(line)
+    print(f"wrote {report.path} (opset {report.opset}, classes {report.metadata['class_names']})")
+    if args.bench:
+        print(speed_table(compare_speed(detector, report.path, images, repeats=args.bench)))
+    return 0
+
+
+def import_torchvision_parser() -> argparse.ArgumentParser:
+    """The options of ``import_torchvision_command``."""
+    parser = argparse.ArgumentParser(description=IMPORT_DESCRIPTION)
+    parser.add_argument("--arch", required=True, choices=list(ARCHITECTURES), help="torchvision's builder name")
+    parser.add_argument("--weights", required=True, help="the state dict file, or DEFAULT to download it")
+    parser.add_argument("--out", required=True, help="the .ckpt to write")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out")
+    return parser
+
+
+def import_torchvision_command(argv: list[str] | None = None) -> int:
+    """Run ``tools/import_torchvision.py`` on ``argv`` (None: ``sys.argv[1:]``): write the checkpoint. Returns 0
+    written, 1 the import cannot be done (named on stderr: the file and its first mismatching key, an existing
+    ``--out``, no internet for DEFAULT); ``SystemExit(2)`` for a wrong command line."""
+    args = import_torchvision_parser().parse_args(argv)
+    try:
+        out = import_torchvision(args.arch, args.weights, args.out, force=args.force)
+    except ImportFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}: torchvision's {args.arch} as a detkit checkpoint (90 COCO classes)")
+    return 0
