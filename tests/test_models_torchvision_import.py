@@ -8,6 +8,7 @@ its boxes are mapped back with the ratios torchvision's postprocess uses. ``-s``
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 
 import pytest
@@ -283,3 +284,21 @@ def test_older_key_names_and_batch_norm_step_counts_import_alike(arch):
 def test_unknown_architecture_lists_the_six():
     with pytest.raises(ValueError, match="fasterrcnn_mobilenet_v3_large_320_fpn"):
         from_torchvision("ssd300_vgg16", {})
+
+
+@pytest.mark.parametrize("arch", ["retinanet_resnet50_fpn_v2"])
+def test_retinanet_losses_per_image_equal_torchvisions_on_a_batch(arch):
+    """Two images in one batch: with ``loss.normalize_per_image`` each image's loss is divided by its own positive
+    count and the images averaged, as torchvision does (``detector_settings`` divides by the batch's count)."""
+    theirs = torchvision_model(arch).train()
+    ours = from_torchvision(arch, theirs.state_dict()).train()
+    ours.loss_settings = dataclasses.replace(ours.loss_settings, normalize_per_image=True)
+    generator = torch.Generator().manual_seed(4)
+    images = [random_image(size, generator) for size in IMAGE_SIZES[:2]]
+    targets = [random_targets(size, generator, count) for size, count in zip(IMAGE_SIZES[:2], (1, 4))]
+    with torch.no_grad():
+        expected = torchvision_losses(theirs, images, targets)
+        batch, image_sizes, resized = detkit_input(theirs, images, targets)
+        losses = ours(batch, image_sizes, [t | {"labels": t["labels"] - 1} for t in resized])
+    for name, value in expected.items():
+        assert float(losses[LOSS_NAMES[name]]) == pytest.approx(float(value), rel=LOSS_TOLERANCE), name

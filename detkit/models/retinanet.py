@@ -79,6 +79,18 @@ class RetinaNet(nn.Module):
         check_labels(targets, self.num_classes)
         matched = self.dense.match(anchors, targets)  # (B, N)
         positive = matched >= 0  # (B, N)
+        gt_boxes, gt_labels = self.dense.matched_targets(matched, positive, targets)  # (P, 4), (P,)
+        valid = matched != IGNORED  # (B, N): ignored anchors get no classification loss
+        cls_targets = torch.zeros_like(logits)  # (B, N, K)
+        cls_targets[positive, gt_labels] = 1.0
+        settings = self.loss_settings
+        per_anchor = settings.background_weight != 1.0 or settings.normalize_per_image
+        cls_loss = sigmoid_focal_loss(logits[valid], cls_targets[valid], settings.focal_alpha, settings.focal_gamma,
+                                      reduction="none" if per_anchor else "sum")
+        if per_anchor:
+            cls_loss = cls_loss.sum(dim=1) * torch.where(positive[valid], 1.0, settings.background_weight)  # (V,)
+        if settings.normalize_per_image:
+            return self._losses_per_image(cls_loss, valid, positive, deltas, anchors, gt_boxes)
         num_positive, world_size = positive.sum(), 1
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(num_positive)  # every rank divides by the global count
@@ -86,19 +98,26 @@ class RetinaNet(nn.Module):
         # DDP averages the ranks' gradients: W * (rank's sum) / (global normalizer) makes that average the gradient
         # of (global sum) / (global normalizer), what one process computes on the whole batch
         normalizer = self._update_normalizer(num_positive.float()) / world_size
-        gt_boxes, gt_labels = self.dense.matched_targets(matched, positive, targets)  # (P, 4), (P,)
-
-        valid = matched != IGNORED  # (B, N): ignored anchors get no classification loss
-        cls_targets = torch.zeros_like(logits)  # (B, N, K)
-        cls_targets[positive, gt_labels] = 1.0
-        settings = self.loss_settings
-        cls_loss = sigmoid_focal_loss(logits[valid], cls_targets[valid], settings.focal_alpha, settings.focal_gamma,
-                                      reduction="sum" if settings.background_weight == 1.0 else "none")
-        if settings.background_weight != 1.0:
-            weight = torch.where(positive[valid], 1.0, settings.background_weight)  # (V,)
-            cls_loss = (cls_loss.sum(dim=1) * weight).sum()
         box_loss = self.dense.box_loss_sum(deltas, anchors, positive, gt_boxes)
-        return {"cls": cls_loss / normalizer, "box": box_loss / normalizer}
+        return {"cls": cls_loss.sum() / normalizer, "box": box_loss / normalizer}
+
+    def _losses_per_image(self, cls_loss: torch.Tensor, valid: torch.Tensor, positive: torch.Tensor,
+                          deltas: torch.Tensor, anchors: torch.Tensor, gt_boxes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """torchvision's normalisation: each image's sums divided by its own positive count (at least 1), then the
+        mean over the images (under DDP the ranks' average makes it the mean over all images).
+
+        cls_loss (V,) per valid anchor of the batch (row-major over (B, N)), valid and positive (B, N) bool,
+        deltas (B, N, 4), anchors (N, 4), gt_boxes (P, 4) matched to the positives in the same order."""
+        batch = len(positive)
+        image_of_anchor = torch.arange(batch, device=positive.device)[:, None].expand_as(positive)  # (B, N)
+        cls_sums = cls_loss.new_zeros(batch).index_add_(0, image_of_anchor[valid], cls_loss)  # (B,)
+        counts = positive.sum(dim=1)  # (B,)
+        box_sums = torch.stack([
+            self.dense.box_loss_sum(image_deltas[None], anchors, image_positive[None], image_gt_boxes)
+            for image_deltas, image_positive, image_gt_boxes in zip(deltas, positive, gt_boxes.split(counts.tolist()))
+        ])  # (B,)
+        normalizer = counts.clamp(min=1)
+        return {"cls": (cls_sums / normalizer).mean(), "box": (box_sums / normalizer).mean()}
 
     def imbalance_setup(self) -> dict:
         """What ``tools/imbalance_stats.py`` needs of this dense stage: its name, classification loss at the start

@@ -265,13 +265,17 @@ class DenseHead:
 
 @dataclass(frozen=True)
 class DenseLoss:
-    """RetinaNet's losses, both divided by an exponential moving average of the positive anchor count.
+    """RetinaNet's losses, both divided by an exponential moving average of the positive anchor count (or, with
+    ``normalize_per_image``, each image's by its own count).
 
     Args:
         focal_alpha, focal_gamma: sigmoid focal loss (alpha -1 and gamma 0: plain BCE).
         background_weight: loss weight of background anchors (1: standard), for imbalance studies.
         box_loss: "l1", "smooth_l1" or "giou".
         normalizer_momentum: momentum of the positive-count average (0: this batch's count).
+        normalize_per_image: divide each image's losses by its own positive count (at least 1) and average over
+            the images, as torchvision's RetinaNet does (the moving average is then unused); equal to
+            ``normalizer_momentum`` 0 for one image per batch.
     """
 
     focal_alpha: float = 0.25
@@ -279,6 +283,7 @@ class DenseLoss:
     background_weight: float = 1.0
     box_loss: str = "l1"
     normalizer_momentum: float = 0.9
+    normalize_per_image: bool = False
 
     def check(self, key: str) -> None:
         if not (self.focal_alpha == -1 or 0.0 <= self.focal_alpha <= 1.0):
