@@ -15,6 +15,7 @@ import pytest
 import torch
 import torchvision
 from torch import nn
+from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import FrozenBatchNorm2d, box_iou
 
 from detkit.data.coco_names import TORCHVISION_COCO_CATEGORIES, coco_category_id, coco_label_names
@@ -326,3 +327,30 @@ def test_retinanet_losses_per_image_equal_torchvisions_on_a_batch(arch):
         expected, losses = torchvision_losses(theirs, images, targets), detkit_losses(ours, theirs, images, targets)
     for name, value in expected.items():
         assert float(losses[LOSS_NAMES[name]]) == pytest.approx(float(value), rel=LOSS_TOLERANCE), name
+
+
+def test_anchors_equal_torchvisions_at_full_size(pair):
+    """At torchvision's own input size (800 x 1216 padded) the coarse levels' anchor centres are not 2**l apart
+    (P6: 1216 // 19 = 64 across, 800 // 13 = 61 down); detkit's ``stride_rule`` "padded_image" follows."""
+    arch, theirs, ours = pair
+    dense = ours.dense if hasattr(ours, "dense") else ours.rpn.dense
+    generator = theirs.anchor_generator if hasattr(theirs, "anchor_generator") else theirs.rpn.anchor_generator
+    padded = (800, 1216)
+    shapes = [(-(-padded[0] // stride), -(-padded[1] // stride)) for stride in dense.strides]
+    feature_maps = [torch.zeros(1, 1, *shape) for shape in shapes]
+    expected = generator(ImageList(torch.zeros(1, 3, *padded), [padded]), feature_maps)[0]
+    assert dense.num_anchors_per_location == generator.num_anchors_per_location()[0]
+    assert torch.equal(dense.image_anchors(padded), expected)
+
+
+def test_mobilenet_norms_match_torchvisions_build_with_weights(pair):
+    """torchvision's MobileNetV3 detection trunk is FrozenBatchNorm2d (eps 1e-5) once weights are given; detkit's
+    imported one is the same, not MobileNetV3's own BatchNorm of eps 1e-3."""
+    arch, theirs, ours = pair
+    if "mobilenet" not in arch:
+        pytest.skip("MobileNetV3 only")
+    norms = [m for m in ours.backbone.body.modules() if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d))]
+    assert norms and all(isinstance(m, FrozenBatchNorm2d) and m.eps == 1e-5 for m in norms)
+    with torch.device("meta"):
+        published = getattr(torchvision.models.detection, arch)(weights=None, weights_backbone=None)
+    assert all(m.eps == 1e-5 for m in published.modules() if isinstance(m, nn.BatchNorm2d))
