@@ -294,9 +294,9 @@ def test_training_losses_equal_torchvisions(pair):
 
 
 def legacy_form(state: dict) -> dict:
-    """The key names of torchvision < 0.8 checkpoints (fasterrcnn_resnet50_fpn_coco-258fb6c6.pth and
-    retinanet_resnet50_fpn_coco-eeacb38b.pth are in this form): FPN and RPN convs without their ``.0`` block,
-    RetinaNet towers as plain (conv, ReLU) sequences."""
+    """The key names of older torchvision releases, which torchvision's version hooks still convert on loading
+    (its first COCO files may be in this form): FPN and RPN convs without their ``.0`` block, RetinaNet towers as
+    plain (conv, ReLU) sequences."""
     renamed = {}
     for key, value in state.items():
         key = re.sub(r"^(backbone\.fpn\.(?:inner|layer)_blocks\.\d+)\.0\.", r"\1.", key)
