@@ -19,6 +19,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import FrozenBatchNorm2d, box_iou
 
 from detkit.data.coco_names import TORCHVISION_COCO_CATEGORIES, coco_category_id, coco_label_names
+from detkit.models.settings import Anchors, Backbone, Inference, Proposals, Pyramid, RoIHead, check_groups
 from detkit.models.torchvision_import import ARCHITECTURES, StateDictMismatch, detector_settings, from_torchvision
 from detkit.ops import BalancedSampler
 
@@ -366,3 +367,20 @@ def test_mobilenet_norms_match_torchvisions_build_with_weights(pair):
     with torch.device("meta"):
         published = getattr(torchvision.models.detection, arch)(weights=None, weights_backbone=None)
     assert all(m.eps == 1e-5 for m in published.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+@pytest.mark.parametrize("groups, message", [
+    (dict(fpn=Pyramid(extra_block="avg_pool")), r"init_args\.fpn\.extra_block must be one of"),
+    (dict(fpn=Pyramid(norm="ln")), r"init_args\.fpn\.norm must be null or one of"),
+    (dict(anchors=Anchors(stride_rule="image")), r"init_args\.anchors\.stride_rule must be one of"),
+    (dict(inference=Inference(min_box_size=-1.0)), r"init_args\.inference\.min_box_size must be >= 0"),
+    (dict(rpn=Proposals(score_threshold=1.5)), r"init_args\.rpn\.score_threshold must lie in \[0, 1\]"),
+    (dict(rpn=Proposals(head_convs=0)), r"init_args\.rpn\.head_convs must be >= 1"),
+    (dict(roi=RoIHead(box_head_convs=-1)), r"init_args\.roi\.box_head_convs must be >= 0"),
+    (dict(roi=RoIHead(box_head_fcs=0)), r"init_args\.roi\.box_head_fcs must be >= 1"),
+    (dict(backbone=Backbone(name="mobilenet_v3_large", trainable_layers=7)),
+     r"init_args\.backbone\.trainable_layers must lie in \[0, 6\]"),
+])
+def test_the_new_options_name_their_config_key(groups, message):
+    with pytest.raises(ValueError, match=message):
+        check_groups(**({"backbone": Backbone(), "fpn": Pyramid(), "anchors": Anchors()} | groups))
