@@ -71,7 +71,7 @@ def perturb(model: nn.Module, generator: torch.Generator, classifier_scale: floa
         classifier.weight.mul_(classifier_scale)
         classifier.bias.add_(torch.randn(classifier.bias.shape, generator=generator) * 0.1)
         # torchvision's output 0 (background) is trained negative everywhere; detkit drops it
-        classifier.bias.view(-1, 91)[:, 0] = -30.0
+        classifier.bias.view(-1, model.head.classification_head.num_classes)[:, 0] = -30.0
     else:  # Faster R-CNN: objectness spread (fewer near-ties at the pre-NMS cut), softmax over 91 classes
         model.rpn.head.cls_logits.weight.mul_(10.0)
         model.rpn.head.bbox_pred.weight.mul_(3.0)
@@ -82,11 +82,11 @@ def perturb(model: nn.Module, generator: torch.Generator, classifier_scale: floa
         predictor.bbox_pred.weight.mul_(10.0)
 
 
-def torchvision_model(arch: str, seed: int = 0) -> nn.Module:
+def torchvision_model(arch: str, seed: int = 0, num_classes: int = 91) -> nn.Module:
     """torchvision's ``arch`` with seeded random weights, perturbed, in eval mode, resizing to 160-320 px."""
     torch.manual_seed(seed)
     model = getattr(torchvision.models.detection, arch)(weights=None, weights_backbone=None, min_size=MIN_SIZE,
-                                                        max_size=MAX_SIZE)
+                                                        max_size=MAX_SIZE, num_classes=num_classes)
     if not arch.endswith("_v2"):
         frozen_batch_norm(model.backbone.body)
     perturb(model, torch.Generator().manual_seed(seed + 1), CLASSIFIER_SCALES.get(arch, 1.0),
@@ -159,24 +159,30 @@ def fewer_test_proposals(arch: str, theirs: nn.Module, ours: nn.Module) -> tuple
     return theirs, ours
 
 
+def compare_detections(theirs: nn.Module, ours: nn.Module, size: tuple[int, int], generator: torch.Generator
+                       ) -> tuple[float, float, int, int]:
+    """One random image of ``size`` through both: (max box diff, max score diff, NMS near-ties, detections)."""
+    image = random_image(size, generator)
+    with torch.no_grad():
+        expected = theirs([image])[0]
+        batch, image_sizes, _ = detkit_input(theirs, [image])
+        detections = ours(batch, image_sizes)[0]
+    # torchvision's postprocess: boxes times original / resized size per axis
+    ratio_y, ratio_x = size[0] / image_sizes[0][0], size[1] / image_sizes[0][1]
+    detections["boxes"] = detections["boxes"] * torch.tensor([ratio_x, ratio_y, ratio_x, ratio_y])
+    return *assert_same_detections(detections, expected), len(expected["scores"])
+
+
 def test_eval_detections_equal_torchvisions(pair):
     arch, theirs, ours = pair
     theirs, ours = fewer_test_proposals(arch, theirs, ours)
     generator = torch.Generator().manual_seed(2)
     largest, counts, near_ties = (0.0, 0.0), [], 0
     for size in IMAGE_SIZES:
-        image = random_image(size, generator)
-        with torch.no_grad():
-            expected = theirs([image])[0]
-            batch, image_sizes, _ = detkit_input(theirs, [image])
-            detections = ours(batch, image_sizes)[0]
-        # torchvision's postprocess: boxes times original / resized size per axis
-        ratio_y, ratio_x = size[0] / image_sizes[0][0], size[1] / image_sizes[0][1]
-        detections["boxes"] = detections["boxes"] * torch.tensor([ratio_x, ratio_y, ratio_x, ratio_y])
-        *differences, ties = assert_same_detections(detections, expected)
+        *differences, ties, count = compare_detections(theirs, ours, size, generator)
         largest = tuple(max(a, b) for a, b in zip(largest, differences))
         near_ties += ties
-        counts.append(len(expected["scores"]))
+        counts.append(count)
     assert sum(counts) > 0
     print(f"\n{arch}: detections per image {counts}, max box diff {largest[0]:.2e} px, max score diff "
           f"{largest[1]:.2e}, NMS near-ties {near_ties}")
@@ -384,3 +390,13 @@ def test_mobilenet_norms_match_torchvisions_build_with_weights(pair):
 def test_the_new_options_name_their_config_key(groups, message):
     with pytest.raises(ValueError, match=message):
         check_groups(**({"backbone": Backbone(), "fpn": Pyramid(), "anchors": Anchors()} | groups))
+
+
+@pytest.mark.parametrize("arch", ["retinanet_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_320_fpn"])
+def test_a_model_of_other_classes_imports_with_its_class_count(arch):
+    """torchvision trained with num_classes=4 (background and three classes): K = 3, same detections."""
+    theirs = torchvision_model(arch, num_classes=4)
+    ours = from_torchvision(arch, theirs.state_dict())
+    assert ours.num_classes == 3
+    *_, count = compare_detections(theirs, ours, IMAGE_SIZES[2], torch.Generator().manual_seed(5))
+    assert count > 0

@@ -21,7 +21,8 @@ import torch
 import torchvision
 from torch import nn
 
-from detkit.models.torchvision_architectures import ARCHITECTURES, architecture, build_detector, detector_settings
+from detkit.data.coco_names import NUM_COCO_LABELS
+from detkit.models.torchvision_architectures import ARCHITECTURES, architecture, detector_settings
 
 Rule = tuple[str, Callable[[re.Match], str]]
 
@@ -48,37 +49,53 @@ def from_torchvision(arch: str, state_dict: dict[str, torch.Tensor]) -> nn.Modul
 
     Args:
         arch: e.g. "retinanet_resnet50_fpn" (the name of torchvision's builder).
-        state_dict: torchvision's ``model.state_dict()`` of that architecture with 91 COCO outputs.
+        state_dict: torchvision's ``model.state_dict()`` of that architecture: its COCO files have 91 outputs
+            (background and 90 category ids); a model trained with another ``num_classes`` imports alike.
     Returns:
         the detector in eval mode: ``forward(images (B, 3, H, W) in [0, 1], image_sizes)`` gives per image
-        ``{boxes (D, 4) xyxy pixels, scores (D,), labels (D,) in 0..89}``; label i is torchvision's label i + 1.
+        ``{boxes (D, 4) xyxy pixels, scores (D,), labels (D,) in 0..K-1}`` with K = outputs - 1 (90 for COCO);
+        label i is torchvision's label i + 1.
     Raises:
         StateDictMismatch (a ValueError) naming the first key, in torchvision's order, that is missing, has the
         wrong shape, or (after those) is not part of the architecture.
     """
     state = normalised_state_dict(state_dict)
-    check_against_torchvision(arch, state)
-    detector = build_detector(arch)
-    detector.load_state_dict(detkit_state_dict(arch, state, detector.state_dict()))
+    outputs = torchvision_num_classes(arch, state)
+    check_against_torchvision(arch, state, outputs)
+    settings = detector_settings(arch) | {"num_classes": outputs - 1}
+    detector = architecture(arch).detector(**settings)
+    detector.load_state_dict(detkit_state_dict(settings, state, detector.state_dict()))
     return detector.eval()
 
 
-def detkit_state_dict(arch: str, state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]
+def torchvision_num_classes(arch: str, state: dict[str, torch.Tensor]) -> int:
+    """torchvision's ``num_classes`` (background included) of the classifier in ``state``; 91 (COCO) when the
+    classifier is missing, which the check then reports."""
+    settings = architecture(arch).settings
+    if "head.classification_head.cls_logits.bias" in state:  # RetinaNet: (anchors per location x classes,)
+        anchors = settings["anchors"]
+        return len(state["head.classification_head.cls_logits.bias"]) // (len(anchors.scales) * len(anchors.ratios()))
+    if "roi_heads.box_predictor.cls_score.bias" in state:
+        return len(state["roi_heads.box_predictor.cls_score.bias"])
+    return NUM_COCO_LABELS + 1
+
+
+def detkit_state_dict(settings: dict, state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]
                       ) -> dict[str, torch.Tensor]:
     """``state`` (checked, normalised torchvision keys) renamed and converted onto ``own``, the detkit detector's
     state dict, whose detkit-only entries (anchor buffers, loss normaliser, BatchNorm step counts) stay. A
     RuntimeError means the renaming rules here miss a part: a bug of this module, not of the caller's file."""
     imported = {}
     for key, value in state.items():
-        detkit_key, convert = detkit_name(arch, key)
+        detkit_key, convert = detkit_name(settings, key)
         value = convert(value)
         if detkit_key not in own or own[detkit_key].shape != value.shape:
-            raise RuntimeError(f"{arch}: torchvision's {key!r} {tuple(value.shape)} does not fill detkit's "
-                               f"{detkit_key!r} {tuple(own[detkit_key].shape) if detkit_key in own else '(absent)'}")
+            raise RuntimeError(f"torchvision's {key!r} {tuple(value.shape)} does not fill detkit's {detkit_key!r} "
+                               f"{tuple(own[detkit_key].shape) if detkit_key in own else '(absent)'}")
         imported[detkit_key] = value
     not_filled = [k for k in own if k not in imported and not _detkit_only(k)]
     if not_filled:
-        raise RuntimeError(f"{arch}: no torchvision key fills detkit's {not_filled[0]!r}")
+        raise RuntimeError(f"no torchvision key fills detkit's {not_filled[0]!r}")
     return own | imported
 
 
@@ -98,12 +115,13 @@ def normalised_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torc
     return state
 
 
-def check_against_torchvision(arch: str, state: dict[str, torch.Tensor]) -> None:
-    """Compare ``state`` (normalised) with torchvision's own ``arch``: StateDictMismatch at the first of its keys
-    that is missing or of another shape, then at the first key of ``state`` it does not have."""
+def check_against_torchvision(arch: str, state: dict[str, torch.Tensor], num_classes: int) -> None:
+    """Compare ``state`` (normalised) with torchvision's own ``arch`` of ``num_classes`` outputs: StateDictMismatch
+    at the first of its keys that is missing or of another shape, then at the first key of ``state`` it lacks."""
     architecture(arch)  # unknown names fail here, naming the six
     with torch.device("meta"):
-        reference = getattr(torchvision.models.detection, arch)(weights=None, weights_backbone=None)
+        reference = getattr(torchvision.models.detection, arch)(weights=None, weights_backbone=None,
+                                                                num_classes=num_classes)
     expected = normalised_state_dict(reference.state_dict())
     for key, reference_value in expected.items():
         if key not in state:
@@ -122,15 +140,15 @@ def _detkit_only(key: str) -> bool:
     return key.endswith(("base_sizes", "scales", "aspect_ratios", "fitted", "loss_normalizer", "num_batches_tracked"))
 
 
-def detkit_name(arch: str, key: str) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
-    """torchvision's ``key`` of ``arch`` -> (detkit's key, the conversion of its value)."""
-    settings = ARCHITECTURES[arch].settings
+def detkit_name(settings: dict, key: str) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """torchvision's ``key`` -> (detkit's key, the conversion of its value) in the detector built from ``settings``
+    (``detector_settings(arch)``, its num_classes the import's)."""
     for pattern, rename in _key_rules(settings):
         match = re.match(pattern, key)
         if match:
             return rename(match), _value_conversion(key, settings)
     # check_against_torchvision let the key through: the rules miss a part of the architecture
-    raise RuntimeError(f"{arch}: no detkit counterpart of torchvision's {key!r}")
+    raise RuntimeError(f"no detkit counterpart of torchvision's {key!r}")
 
 
 def _key_rules(settings: dict) -> list[Rule]:
