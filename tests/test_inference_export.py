@@ -1,5 +1,5 @@
 """``detkit.export_onnx`` / tools/export.py: onnxruntime's detections equal ``detkit.load(ckpt).predict``'s for both
-detectors of the shapes recipes on images of every aspect, empty outputs without detections, and no file after a
+detectors of the shapes and custom recipes on images of every aspect, empty outputs without detections, and no file after a
 failed check. The checkpoints are randomly initialised small models (16-channel FPN): no training needed."""
 from pathlib import Path
 
@@ -22,15 +22,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parents[1]
 
 CLASS_NAMES, CATEGORY_IDS = ["red", "green", "blue"], [4, 7, 9]
-RECIPES = ("retinanet_shapes", "faster_rcnn_shapes")
-# (width, height): wide, tall, a 4:3 photo (all shrink to 128 px: INTER_AREA), and two that grow (INTER_LINEAR)
+RECIPES = ("retinanet_shapes", "faster_rcnn_shapes", "retinanet_custom", "faster_rcnn_custom")
+# (width, height): wide, tall, a 4:3 photo, square, and two small ones; the shapes recipes (128 px) shrink all but
+# the small ones (INTER_AREA) and grow those (INTER_LINEAR); the custom recipes (320-480 px) grow all but 640x480
 SIZES = [(200, 90), (90, 200), (640, 480), (300, 300), (64, 50), (37, 101)]
 
 
 def write_checkpoint(path: Path, recipe: str, *, silent: bool = False) -> Path:
-    """A checkpoint of the recipe's detector, random weights, 16 FPN channels; its class scores spread over
-    [0, 1] (an untrained head scores every anchor alike, which would make the order of ties decide) or, with
-    ``silent``, all far below the score threshold."""
+    """A checkpoint of the recipe's detector, random weights, 16 FPN channels; its class (and objectness) scores
+    spread over [0, 1] (an untrained head scores every anchor nearly alike, which would leave the top-k cuts and
+    the NMS order to differences of 1e-7) or, with ``silent``, all far below the score threshold."""
     config = yaml.safe_load((REPO / "configs" / f"{recipe}.yaml").read_text())
     init_args = config["model"]["detector"]["init_args"]
     init_args["fpn"]["channels"] = 16
@@ -40,7 +41,9 @@ def write_checkpoint(path: Path, recipe: str, *, silent: bool = False) -> Path:
     model = build_detector(RunConfig(config, str(path), explicit=True), num_classes=len(CLASS_NAMES))
     with torch.no_grad():
         classifier = model.head.cls_logits if recipe.startswith("retinanet") else model.roi_heads.predictor.cls_score
-        classifier.weight.mul_(30.0 if recipe.startswith("retinanet") else 300.0)
+        classifier.weight.mul_(30.0 if recipe.startswith("retinanet") else 30.0)
+        if not recipe.startswith("retinanet"):  # objectness too: near-equal proposals would tie at the top-n cuts
+            model.rpn.head.objectness.weight.mul_(100.0)
         if silent:  # RetinaNet: every sigmoid ~1e-13; Faster R-CNN: the background column takes all the softmax
             classifier.bias.fill_(-30.0) if recipe.startswith("retinanet") else classifier.bias[-1:].fill_(60.0)
     metadata = {"config": yaml.safe_dump(config), "class_names": CLASS_NAMES, "category_ids": CATEGORY_IDS}
@@ -58,6 +61,17 @@ def textured_image(width: int, height: int, seed: int = 0) -> np.ndarray:
         x, y = rng.integers(0, width - width // 4), rng.integers(0, height - height // 4)
         image[y:y + height // 4, x:x + width // 4] = rng.uniform(0, 255, 3)
     return image.clip(0, 255).astype(np.uint8)
+
+
+def pair_by_nearest_box(boxes, labels, expected_boxes, expected_labels) -> list[int]:
+    """For each expected detection, in order, the index of the not yet taken detection of its label with the
+    nearest box (largest coordinate difference)."""
+    free, order = set(range(len(boxes))), []
+    for box, label in zip(expected_boxes, expected_labels):
+        same_label = [j for j in free if labels[j] == label] or list(free)
+        order.append(min(same_label, key=lambda j: np.abs(boxes[j] - box).max()))
+        free.remove(order[-1])
+    return order
 
 
 @pytest.fixture(scope="module", params=RECIPES)
@@ -78,12 +92,16 @@ def test_onnxruntime_detects_what_predict_does_on_every_size(exported, width, he
     boxes, scores, labels = onnx_detections(exported["path"], image)
     expected = detkit.load(exported["checkpoint"], device="cpu").predict(image)[0]
     assert len(expected.boxes) == 100 and boxes.shape == (100, 4)  # the cap: every detection slot compared
-    np.testing.assert_array_equal(labels, expected.labels.numpy())
-    np.testing.assert_allclose(boxes, expected.boxes.numpy(), atol=0.5, rtol=0)
-    np.testing.assert_allclose(scores, expected.scores.numpy(), atol=1e-3, rtol=0)
+    # in order, but two detections whose scores differ by float noise may swap: compare a score-sorted pairing
+    order = pair_by_nearest_box(boxes, labels, expected.boxes.numpy(), expected.labels.numpy())
+    assert sorted(order) == list(range(100))  # a one-to-one pairing, each of the same label
+    np.testing.assert_array_equal(labels[order], expected.labels.numpy())
+    np.testing.assert_allclose(boxes[order], expected.boxes.numpy(), atol=0.5, rtol=0)
+    np.testing.assert_allclose(scores[order], expected.scores.numpy(), atol=1e-3, rtol=0)
+    assert np.abs(np.array(order) - np.arange(100)).max() <= 3  # swaps among neighbours only
     # the input image's pixels: inside it, and beyond the 128 px model input where the image is larger
     assert (boxes >= 0).all() and (boxes[:, 0::2] <= width).all() and (boxes[:, 1::2] <= height).all()
-    assert boxes.max() > 129 if max(width, height) > 150 else True
+    assert boxes.max() > 129 if max(width, height) > 150 and "shapes" in exported["recipe"] else True
 
 
 def test_the_model_is_self_contained_with_dynamic_sizes_and_classes_in_its_metadata(exported):
@@ -99,7 +117,7 @@ def test_the_model_is_self_contained_with_dynamic_sizes_and_classes_in_its_metad
     assert props["detector"] == ("RetinaNet" if exported["recipe"].startswith("retinanet") else "FasterRCNN")
 
 
-@pytest.mark.parametrize("recipe", RECIPES)
+@pytest.mark.parametrize("recipe", RECIPES[:2])
 def test_an_image_without_detections_gives_empty_outputs(tmp_path, recipe):
     checkpoint = write_checkpoint(tmp_path / "silent.ckpt", recipe, silent=True)
     image = textured_image(120, 90)
@@ -123,7 +141,8 @@ def test_a_mismatch_fails_loudly_and_leaves_no_file(exported, tmp_path, monkeypa
     monkeypatch.setattr(Detector, "predict", shifted)
     destination = tmp_path / "model.onnx"
     with pytest.raises(OnnxExportError, match=r"(?s)model.onnx: not written: onnxruntime's detections differ.*"
-                                              r"image 160x120: detection 0: onnxruntime label"):
+                                              r"image 160x120: PyTorch detection 0: label \d score [\d.]+ "
+                                              r"box \[[\d., ]+\], nearest onnxruntime one"):
         export_onnx(detector, destination, images=[textured_image(160, 120)])
     assert list(tmp_path.iterdir()) == []  # neither the model nor its .partial file
 

@@ -26,7 +26,14 @@ class _PerClassNMS(torch.autograd.Function):
     def forward(ctx, boxes, scores, idxs, iou_threshold: float):
         from detkit.ops.nms import eager_batched_nms  # nms.py imports this module
 
-        return eager_batched_nms(boxes, scores, idxs, iou_threshold)
+        # the node's value only: left on, the tracer records the kernel's ops too, and fails on some of them
+        # (the blocked path's bool-as-uint8 view, for more than 1000 candidates)
+        tracing_state = torch._C._get_tracing_state()
+        torch._C._set_tracing_state(None)
+        try:
+            return eager_batched_nms(boxes, scores, idxs, iou_threshold)
+        finally:
+            torch._C._set_tracing_state(tracing_state)
 
     @staticmethod
     def symbolic(g, boxes, scores, idxs, iou_threshold: float):
