@@ -56,6 +56,10 @@ split. Any config key listed below can be set on the command line; the main:
                         run of this config under the logger's save_dir/name.
                         A kill loses at most one epoch, or 5 minutes of a long
                         one (docs/guide/resume.md)
+  --model.init_from CKPT
+                        a new run starting from another checkpoint's weights
+                        (one of yours, or an imported torchvision model:
+                        docs/guide/pretrained.md); matching tensors load
   --budget.minutes M    wall-clock budget of training and its validations: the
                         schedule is sized to fit it (null: off; then
                         trainer.max_epochs / max_steps size the run)
