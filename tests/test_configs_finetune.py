@@ -3,13 +3,16 @@ an imported model initialises every weight but the class layers; a few steps of 
 give a checkpoint that predicts and evaluates; the imported checkpoint itself evaluates through tools/eval."""
 import dataclasses
 import json
+import runpy
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 from shapes_data import data_args
 from torchvision_models import published_form, random_torchvision
 
@@ -20,6 +23,7 @@ from detkit.inference.import_torchvision import coco_categories, import_torchvis
 from detkit.models.torchvision_import import detector_settings
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+PREDICT = Path(__file__).resolve().parents[1] / "tools" / "predict.py"
 MOBILENET = "fasterrcnn_mobilenet_v3_large_320_fpn"
 # recipe -> (architecture, the (group, field) pairs fine-tuning sets otherwise: no tensor depends on them)
 RECIPES = {
@@ -117,3 +121,17 @@ def test_the_imported_checkpoint_evaluates_through_tools_eval(imported_mobilenet
         evaluated = sorted(r["category_id"] for r in results if r["image_id"] == image["id"])
         assert evaluated == sorted((prediction.labels + 1).tolist())  # COCO id = label + 1
     assert len(results) > 0
+
+
+def test_the_imported_checkpoint_predicts_through_tools_predict(imported_mobilenet, tmp_path, monkeypatch):
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(photo)
+    monkeypatch.setattr(sys, "argv", [str(PREDICT), "--checkpoint", str(imported_mobilenet), "--images", str(photo),
+                                      "--out", str(tmp_path / "out"), "--device", "cpu"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(PREDICT), run_name="__main__")
+    assert exit_.value.code == 0
+    results = json.loads((tmp_path / "out" / "detections.json").read_text())
+    (expected,) = detkit.load(imported_mobilenet, device="cpu").predict(str(photo))
+    assert len(results) == len(expected.labels) > 0
+    assert sorted(r["category_id"] for r in results) == sorted((expected.labels + 1).tolist())  # COCO ids
