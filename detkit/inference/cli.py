@@ -124,6 +124,7 @@ def export_parser() -> argparse.ArgumentParser:
                         help="images (files, folders, globs) of the parity check; default: three synthetic ones")
     parser.add_argument("--bench", type=int, default=0, metavar="N",
                         help="also time N passes over the check images with PyTorch and with onnxruntime")
+    parser.add_argument("--threads", type=int, help="CPU threads of both while timing (default: torch's)")
     return parser
 
 
@@ -144,8 +145,8 @@ def export_command(argv: list[str] | None = None) -> int:
     or onnxruntime's detections differ from PyTorch's (nothing written); ``SystemExit(2)`` for a wrong command line."""
     parser = export_parser()
     args = parser.parse_args(argv)
-    if args.bench < 0:
-        parser.error(f"--bench must be >= 0, got {args.bench}")
+    if args.bench < 0 or (args.threads is not None and args.threads < 1):
+        parser.error(f"--bench must be >= 0 and --threads >= 1, got {args.bench} and {args.threads}")
     try:
         images = expand_image_paths(args.check_images) if args.check_images else check_images()
     except ValueError as error:
@@ -160,7 +161,7 @@ def export_command(argv: list[str] | None = None) -> int:
         print(line)
     print(f"wrote {report.path} (opset {report.opset}, classes {report.metadata['class_names']})")
     if args.bench:
-        print(speed_table(compare_speed(detector, report.path, images, repeats=args.bench)))
+        print(speed_table(compare_speed(detector, report.path, images, repeats=args.bench, threads=args.threads)))
     return 0
 
 

@@ -12,15 +12,18 @@ from detkit.inference.onnx_check import onnx_input
 from detkit.inference.predictor import Detector
 
 
-def compare_speed(detector: Detector, onnx_path: str, images: Sequence[ImageInput], repeats: int = 10
-                  ) -> dict[str, float]:
-    """Images per second, one image per call, of ``detector.predict`` and of onnxruntime on ``onnx_path``, each
-    with torch's CPU thread count, over ``repeats`` passes of ``images`` after one warm-up pass.
+def compare_speed(detector: Detector, onnx_path: str, images: Sequence[ImageInput], repeats: int = 10,
+                  threads: int | None = None) -> dict[str, float]:
+    """Images per second, one image per call, of ``detector.predict`` and of onnxruntime on ``onnx_path``, both
+    with ``threads`` CPU threads (None: torch's current count), over ``repeats`` passes of ``images`` after one
+    warm-up pass.
 
     Both start from the decoded (H, W, 3) uint8 image; onnxruntime's time includes its (3, H, W) float conversion.
     """
     from detkit.inference.export import onnx_session
 
+    if threads is not None:
+        torch.set_num_threads(threads)
     arrays = [read_image(image) for image in images]
     session = onnx_session(onnx_path, threads=torch.get_num_threads())
 
