@@ -8,7 +8,6 @@ its boxes are mapped back with the ratios torchvision's postprocess uses. ``-s``
 from __future__ import annotations
 
 import copy
-import dataclasses
 import re
 
 import pytest
@@ -334,11 +333,11 @@ def test_unknown_architecture_lists_the_six():
 
 @pytest.mark.parametrize("arch", ["retinanet_resnet50_fpn_v2"])
 def test_retinanet_losses_per_image_equal_torchvisions_on_a_batch(arch):
-    """Two images in one batch: with ``loss.normalize_per_image`` each image's loss is divided by its own positive
-    count and the images averaged, as torchvision does (``detector_settings`` divides by the batch's count)."""
+    """Two images in one batch: ``loss.normalize_per_image`` (set by ``detector_settings``) divides each image's
+    loss by its own positive count and averages the images, as torchvision does; the batch's count would not."""
     theirs = torchvision_model(arch).train()
     ours = from_torchvision(arch, theirs.state_dict()).train()
-    ours.loss_settings = dataclasses.replace(ours.loss_settings, normalize_per_image=True)
+    assert ours.loss_settings.normalize_per_image
     generator = torch.Generator().manual_seed(4)
     images = [random_image(size, generator) for size in IMAGE_SIZES[:2]]
     targets = [random_targets(size, generator, count) for size, count in zip(IMAGE_SIZES[:2], (1, 4))]

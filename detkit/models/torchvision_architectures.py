@@ -58,8 +58,9 @@ def _retinanet(*, v2: bool) -> Architecture:
         anchors=Anchors(sizes=FPN_SIZES, scales=OCTAVE_SCALES, whole_pixel_sizes=True, **TORCHVISION_ANCHORS),
         matching=Matching(0.5, 0.4, True),
         head=DenseHead(depth=4, norm="gn" if v2 else None, prior_probability=0.01),
-        # torchvision divides by this batch's positive count (per image; equal for one image per batch)
-        loss=DenseLoss(focal_alpha=0.25, focal_gamma=2.0, box_loss="giou" if v2 else "l1", normalizer_momentum=0.0),
+        # torchvision divides each image's loss by its own positive count, then averages the images
+        loss=DenseLoss(focal_alpha=0.25, focal_gamma=2.0, box_loss="giou" if v2 else "l1", normalizer_momentum=0.0,
+                       normalize_per_image=True),
         inference=Inference(score_threshold=0.05, nms_threshold=0.5, detections_per_image=300, topk_candidates=1000,
                             min_box_size=0.0),
     ))
