@@ -80,7 +80,9 @@ def test_fine_tuning_an_import_loads_all_but_the_class_layers_then_predicts(impo
     assert "left out (the file's, unknown to this detector): 0" in printed
     best = run.best_checkpoint
     image = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
-    (prediction,) = detkit.load(best, device="cpu").predict(image, score_threshold=0.0)
+    detector = detkit.load(best, device="cpu")
+    assert detector.transform.resize == "torchvision"  # the recipe's mode, from the run's embedded config
+    (prediction,) = detector.predict(image, score_threshold=0.0)
     assert set(prediction.names) <= {"circle", "rectangle", "triangle"} and prediction.image_size == (90, 120)
     assert len(prediction.boxes) > 0 and float(prediction.boxes[:, 2].max()) <= 120  # in the photo's own pixels
     result = evaluate(["--checkpoint", best, "--results", str(tmp_path / "eval.json")])
