@@ -69,3 +69,14 @@ def test_unknown_resize_mode_names_the_key():
     from detkit.data.datamodule import DetectionDataModule
     with pytest.raises(ValueError, match=r"data.resize must be one of \('cv2', 'torchvision'\), got 'bilinear'"):
         DetectionDataModule("a", "b.json", "c", "d.json", resize="bilinear")
+
+
+@pytest.mark.parametrize("height, width", SIZES)
+def test_training_targets_scale_as_torchvision(height, width):
+    array = np.random.default_rng(2).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    boxes = np.array([[0, 0, width, height], [width * 0.2, height * 0.3, width * 0.7, height * 0.9]], np.float32)
+    image, out_boxes, _, _ = build_transforms(True, 800, 1333, resize="torchvision")(array, boxes, np.array([0, 1]))
+    transform = _torchvision(800, 1333).train()
+    expected, targets = transform([image_to_tensor(array)], [{"boxes": torch.from_numpy(boxes.copy())}])
+    assert image.shape[:2] == tuple(expected.image_sizes[0])
+    torch.testing.assert_close(torch.from_numpy(out_boxes), targets[0]["boxes"], atol=1e-3, rtol=0)
