@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from scenes import SIZE, K, synthetic_batch
+from test_engine_resume import train_command
 
-import detkit.engine.checkpoint_io as checkpoint_io
-from detkit.engine.checkpoint_io import NonFiniteWeightsError, save_atomically
+from detkit.atomic_io import NonFiniteWeightsError, save_atomically
 from detkit.engine.cli import train
 from detkit.models import FasterRCNN, RetinaNet
-from scenes import K, SIZE, synthetic_batch
-from test_engine_resume import train_command
+from detkit.models.settings import Anchors, Backbone, Pyramid
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,7 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint_whole(tmp_path, monk
     def torch_save_that_dies_halfway(obj, file):
         file.write(b"PK\x03\x04 half a checkpoint")
         raise OSError("disk full")
-    monkeypatch.setattr(checkpoint_io.torch, "save", torch_save_that_dies_halfway)
+    monkeypatch.setattr(torch, "save", torch_save_that_dies_halfway)
     with pytest.raises(OSError, match="disk full"):
         save_atomically(checkpoint_of(2), str(path))
     assert torch.load(path, weights_only=True)["global_step"] == 1
@@ -43,7 +43,7 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint_whole(tmp_path, monk
 def test_kill_9_during_saves_leaves_a_loadable_checkpoint(tmp_path):
     # a child rewrites a 32 MB checkpoint in a loop; SIGKILL lands at some point inside one of the saves
     path = tmp_path / "last.ckpt"
-    code = ("import sys; from detkit.engine.checkpoint_io import save_atomically; import torch\n"
+    code = ("import sys; from detkit.atomic_io import save_atomically; import torch\n"
             "for step in range(10**6):\n"
             f"    save_atomically({{'global_step': step, 'state_dict': {{'w': torch.full((8_000_000,), float(step))}}}}, {str(path)!r})\n")
     child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
@@ -101,8 +101,8 @@ def test_nan_losses_beyond_the_patience_stop_with_the_step_and_the_terms(shapes_
 @pytest.mark.parametrize("model_type", [RetinaNet, FasterRCNN])
 def test_losses_are_float32_under_bf16_autocast(model_type):
     torch.manual_seed(0)
-    model = model_type(num_classes=K, backbone="tiny", fpn_channels=16, num_extra_levels=0, min_level=3,
-                       anchor_sizes=(16, 32, 64))
+    model = model_type(num_classes=K, backbone=Backbone(name="tiny", norm="bn"),
+                       fpn=Pyramid(min_level=3, channels=16, extra_levels=0), anchors=Anchors(sizes=(16, 32, 64)))
     images, targets = synthetic_batch()
     sizes = [(SIZE, SIZE)] * len(targets)
     torch.manual_seed(1)

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from detkit.json_io import write_json_atomically
+from detkit.atomic_io import write_json_atomically
 
 SHAPES_CATEGORIES = [
     {"id": 1, "name": "circle", "supercategory": "shape"},

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from detkit.json_io import write_json_atomically
+from detkit.atomic_io import write_json_atomically
 
 CURVE_PREFIXES = ("train/", "val/")  # metrics.csv columns kept as curves
 

@@ -7,7 +7,7 @@ import shlex
 import warnings
 from typing import Callable
 
-from detkit.json_io import write_json_atomically
+from detkit.atomic_io import write_json_atomically
 
 NOT_APPLICABLE = "–"
 

@@ -20,7 +20,7 @@ import yaml
 
 from detkit.data.categories import CategoryMapping
 from detkit.data.coco_names import coco_category_id, coco_label_names
-from detkit.engine.checkpoint_io import save_atomically
+from detkit.atomic_io import save_atomically
 from detkit.inference.checkpoint import DETECTOR_PREFIX, METADATA_KEY, CheckpointError, checkpoint_metadata, load_safely
 from detkit.models.torchvision_import import ARCHITECTURES, StateDictMismatch, detector_settings, from_torchvision
 

@@ -18,7 +18,7 @@ from detkit.drawing.boxes import annotate
 from detkit.inference.images import read_image
 from detkit.inference.overrides import PredictOptions
 from detkit.inference.predictor import Detector
-from detkit.json_io import write_json_atomically
+from detkit.atomic_io import write_json_atomically
 
 DETECTIONS_FILE = "detections.json"  # COCO results: [{image_id, category_id, bbox [x, y, w, h], score}]
 IMAGES_FILE = "images.json"  # COCO "images" (id <-> input file) and "categories", the unreadable files
