@@ -7,11 +7,11 @@ from pathlib import Path
 
 import lightning as L
 import yaml
+from nonsquare_data import ColourBoxFinder, write_dataset
 
 from detkit.data import DetectionDataModule
 from detkit.engine.cli import train
 from detkit.engine.module import DetectionModule
-from nonsquare_data import ColourBoxFinder, write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 

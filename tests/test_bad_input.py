@@ -19,12 +19,12 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from nonsquare_data import IMAGES, ColourBoxFinder, write_dataset
 from pycocotools.cocoeval import Params
 
 from detkit.data import DetectionDataModule
 from detkit.engine.cli import DetectionCLI, evaluate, train
 from detkit.engine.module import DetectionModule
-from nonsquare_data import IMAGES, ColourBoxFinder, write_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread", "no_pictures")
 

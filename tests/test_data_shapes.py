@@ -7,8 +7,16 @@ import pytest
 
 from detkit.data.coco import CocoDetection
 from detkit.data.shapes import (
-    MIN_VISIBLE_FRACTION, SHAPES_CATEGORIES, Shape, generate_shapes, generate_split, make_image, rasterize,
-    sample_scene, scene_annotations, visible_masks,
+    MIN_VISIBLE_FRACTION,
+    SHAPES_CATEGORIES,
+    Shape,
+    generate_shapes,
+    generate_split,
+    make_image,
+    rasterize,
+    sample_scene,
+    scene_annotations,
+    visible_masks,
 )
 
 

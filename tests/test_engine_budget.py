@@ -6,10 +6,10 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from shapes_data import data_args
 
 from detkit.engine.budget import plan_total_steps
 from detkit.engine.cli import train
-from shapes_data import data_args
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "retinanet_shapes.yaml")
 

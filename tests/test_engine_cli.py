@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from shapes_data import data_args
 
 from detkit.engine.cli import DetectionCLI, evaluate, train
 from detkit.models import FasterRCNN, RetinaNet
-from shapes_data import data_args
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

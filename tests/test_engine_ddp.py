@@ -10,10 +10,9 @@ from __future__ import annotations
 import re
 
 import torch
+from test_engine_resume import load, run, train_command
 
 from detkit.engine.cli import DetectionCLI
-
-from test_engine_resume import load, run, train_command
 
 ROOT_ARGS = ["--model.optimizer", "sgd", "--model.lr", "0.02", "--model.detector.init_args.backbone.norm", "gn",
              "--data.train_augmentations", "[]", "--trainer.max_steps", "4", "--trainer.accelerator", "cpu",

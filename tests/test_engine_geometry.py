@@ -11,6 +11,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from nonsquare_data import IMAGES, ColourBoxFinder, write_dataset
 
 from detkit.data import DetectionDataModule
 from detkit.data.coco import CocoDetection
@@ -19,10 +20,8 @@ from detkit.data.transforms import DetectionTransform, build_transforms
 from detkit.engine.cli import evaluate, train
 from detkit.engine.module import DetectionModule
 from detkit.models import FasterRCNN, RetinaNet
-from detkit.models.settings import (OCTAVE_SCALES, Anchors, Backbone, DenseHead, Inference, Proposals, Pyramid,
-                                    RoIHead)
+from detkit.models.settings import OCTAVE_SCALES, Anchors, Backbone, DenseHead, Inference, Proposals, Pyramid, RoIHead
 from detkit.ops import AnchorGenerator, clip_boxes_to_image
-from nonsquare_data import IMAGES, ColourBoxFinder, write_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

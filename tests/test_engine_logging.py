@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from shapes_data import data_args
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from detkit.engine.cli import DetectionCLI, train
 from detkit.engine.loggers import share_run_folder
-from shapes_data import data_args
 
 REPO = Path(__file__).resolve().parents[1]
 

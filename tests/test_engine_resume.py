@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from shapes_data import data_args
 
 from detkit.engine.cli import train
-from shapes_data import data_args
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, KILL_AT, EVERY = 20, 13, 3  # 8 steps an epoch: the kill is mid-epoch 1, the newest checkpoint at step 12

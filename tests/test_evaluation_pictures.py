@@ -5,6 +5,7 @@ import pathlib
 import numpy as np
 import pytest
 from PIL import Image
+from test_evaluation import make_coco_gt, xyxy
 
 import detkit.benchmarks.eval as bench
 from detkit.data.shapes import generate_shapes
@@ -14,7 +15,6 @@ from detkit.evaluation.coco import ImageDetections
 from detkit.evaluation.matching import confusion_counts, match_images, worst_images
 from detkit.evaluation.pictures import PICTURE_NAMES, pictures_folder, write_evaluation_pictures
 from detkit.evaluation.pr_curves import pr_curve_data
-from test_evaluation import make_coco_gt, xyxy
 
 CATEGORIES = {1: "circle", 2: "square", 3: "triangle"}  # labels 0, 1, 2; background is index 3
 CATEGORY_IDS = [1, 2, 3]

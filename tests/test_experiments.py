@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from PIL import Image
+from shapes_data import data_args
 
 from detkit.engine.cli import DetectionCLI
 from detkit.evaluation.imbalance import ImbalanceStats
@@ -19,7 +20,6 @@ from detkit.experiments.background_weight import initial_imbalance, weight_for_s
 from detkit.experiments.config_values import SOURCE_CHECKOUT, built_config, config_path
 from detkit.experiments.runner import Settings, last_error, launch, next_version, run_study
 from detkit.experiments.studies import RETINANET, STUDIES, Arm, Plan, Scale, Study
-from shapes_data import data_args
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,14 +10,14 @@ import pytest
 import torch
 import torchvision
 import yaml
+from inference_helpers import data_paths, edited_config, save_perfect_checkpoint, train_tiny_retinanet
+from nonsquare_data import CATEGORY_IDS, IMAGES, write_dataset
 from PIL import Image
 
 import detkit
+from detkit.drawing.boxes import annotate, class_colour
 from detkit.engine.cli import evaluate
 from detkit.inference import CheckpointError, expand_image_paths, read_image
-from detkit.drawing.boxes import annotate, class_colour
-from inference_helpers import data_paths, edited_config, save_perfect_checkpoint, train_tiny_retinanet
-from nonsquare_data import CATEGORY_IDS, IMAGES, write_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -3,6 +3,7 @@ input size, classes): each one changes the result as a checkpoint configured tha
 (not a filter afterwards), is undone after the call, also on error, and is checked with an error naming it."""
 import pytest
 import torch
+from inference_helpers import edited_config, train_tiny_retinanet
 
 import detkit
 from detkit.inference import Detector
@@ -10,7 +11,6 @@ from detkit.inference.overrides import replaced_inference
 from detkit.models import FasterRCNN
 from detkit.models.settings import Backbone
 from detkit.ops import box_iou
-from inference_helpers import edited_config, train_tiny_retinanet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,11 +1,11 @@
 """FasterRCNN end to end: overfits a few images, trains on empty images, output format, configuration."""
 import pytest
 import torch
+from scenes import SIZE, K, assert_detections_format, detect_on_two_sizes, empty_target, synthetic_batch, train_steps
 from torchvision.ops import box_iou
 
 from detkit.models.faster_rcnn import FasterRCNN
 from detkit.models.settings import Anchors, Backbone, Inference, Matching, Proposals, Pyramid, RoIHead, Sampling
-from scenes import K, SIZE, assert_detections_format, detect_on_two_sizes, empty_target, synthetic_batch, train_steps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,13 +5,21 @@ import math
 import pytest
 import torch
 import torchvision
+from scenes import (
+    SIZE,
+    K,
+    assert_detections_format,
+    coco_ground_truth,
+    detect_on_two_sizes,
+    empty_target,
+    synthetic_batch,
+    train_steps,
+)
 from torchvision.models.detection import _utils as tv_det_utils
 
 from detkit.evaluation import CocoEvaluator
 from detkit.models import RetinaNet
-from detkit.models.settings import Anchors, Backbone, DenseHead, DenseLoss, Inference, Matching, OCTAVE_SCALES, Pyramid
-from scenes import (K, SIZE, assert_detections_format, coco_ground_truth, detect_on_two_sizes, empty_target, synthetic_batch,
-                    train_steps)
+from detkit.models.settings import OCTAVE_SCALES, Anchors, Backbone, DenseHead, DenseLoss, Inference, Matching, Pyramid
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -3,8 +3,14 @@ import pytest
 import torch
 import torchvision
 
-from detkit.ops import (box_area, box_iou, clip_boxes_to_image, generalized_box_iou, paired_generalized_box_iou,
-                        remove_small_boxes)
+from detkit.ops import (
+    box_area,
+    box_iou,
+    clip_boxes_to_image,
+    generalized_box_iou,
+    paired_generalized_box_iou,
+    remove_small_boxes,
+)
 from detkit.ops import boxes as boxes_module
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

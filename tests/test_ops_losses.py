@@ -6,8 +6,8 @@ import pytest
 import torch
 import torchvision
 
-from detkit.ops import sigmoid_focal_loss
 from detkit.ops import losses as losses_module
+from detkit.ops import sigmoid_focal_loss
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from shapes_data import data_args
 
 from detkit.engine.cli import DetectionCLI
 from detkit.engine.imbalance_report import dense_stage_setups, imbalance_report, sampled_anchors
 from detkit.ops import BalancedSampler
-from shapes_data import data_args
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

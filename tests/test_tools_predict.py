@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from inference_helpers import save_perfect_checkpoint
+from nonsquare_data import CATEGORY_IDS
 from PIL import Image
 
 from detkit.drawing.boxes import class_colour
 from detkit.inference.cli import predict_command
-from inference_helpers import save_perfect_checkpoint
-from nonsquare_data import CATEGORY_IDS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,11 +7,11 @@ import os
 import cv2
 import numpy as np
 import pytest
+from inference_helpers import save_perfect_checkpoint
+from test_tools_predict import run_predict
 
 import detkit
 from detkit.inference.video import predict_videos
-from inference_helpers import save_perfect_checkpoint
-from test_tools_predict import run_predict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 from detkit.data.datamodule import evenly_spread
+from detkit.drawing.boxes import class_colour
 from detkit.engine.cli import DetectionCLI
 from detkit.engine.data_report import data_report
 from detkit.engine.show_data import show_data
-from detkit.drawing.boxes import class_colour
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,9 +5,9 @@ import os
 import random
 
 import lightning as L
-from lightning.pytorch.trainer.states import TrainerFn
 import numpy as np
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from detkit.data.categories import CategoryMapping

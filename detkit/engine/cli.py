@@ -13,11 +13,9 @@ from dataclasses import dataclass
 import torch
 import yaml
 from jsonargparse import DefaultHelpFormatter
-
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
-
 from lightning.pytorch.trainer.states import TrainerStatus
 
 from detkit.data import DetectionDataModule
@@ -37,7 +35,12 @@ from detkit.engine.resume import ResumeTarget, find_resume_target, keep_csv_hist
 from detkit.engine.rng_state import RandomState
 from detkit.engine.run_outputs import check_run_outputs, check_writable, next_free_path
 from detkit.inference.checkpoint import (
-    METADATA_KEY, CheckpointError, check_classes, check_state_fits, detector_state_dict, read_checkpoint,
+    METADATA_KEY,
+    CheckpointError,
+    check_classes,
+    check_state_fits,
+    detector_state_dict,
+    read_checkpoint,
 )
 from detkit.inference.config import config_beside
 

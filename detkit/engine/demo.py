@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-from detkit.engine.cli import train
 from detkit.drawing.boxes import save_prediction_grid
+from detkit.engine.cli import train
 
 DEFAULT_CONFIG = "configs/retinanet_shapes.yaml"
 

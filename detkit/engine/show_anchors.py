@@ -11,14 +11,14 @@ import os
 import torch
 from PIL import Image
 
-from detkit.drawing.anchors import anchor_view, draw_anchor_view
 from detkit.data.coco import CocoDetection
 from detkit.data.collate import padded_size
 from detkit.data.transforms import build_transforms
+from detkit.drawing.anchors import anchor_view, draw_anchor_view
+from detkit.drawing.boxes import TILE_SIDE, image_grid
 from detkit.engine.anchor_check import AnchorCheck, dense_stages, fit_auto_anchors
 from detkit.engine.cli import DetectionCLI
 from detkit.engine.imbalance_report import dense_stage_setups
-from detkit.drawing.boxes import TILE_SIDE, image_grid
 
 
 def resized_item(datamodule, split: str, index: int) -> tuple[torch.Tensor, dict]:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import os
 
 from detkit.data.datamodule import evenly_spread
+from detkit.drawing.boxes import save_sample_grid
 from detkit.engine.anchor_check import AnchorCheck
 from detkit.engine.cli import DetectionCLI
 from detkit.engine.data_report import data_report
-from detkit.drawing.boxes import save_sample_grid
 
 
 class EmptySplitError(ValueError):

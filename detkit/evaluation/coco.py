@@ -23,9 +23,9 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from detkit.atomic_io import write_json_atomically
 from detkit.evaluation.backends import ARRAY_BACKENDS, backend_ground_truth, check_backend, new_cocoeval
 from detkit.evaluation.gather import broadcast_from_rank0, distributed_rank, distributed_world_size, gather_to_rank0
-from detkit.atomic_io import write_json_atomically
 
 # Names of COCOeval.stats in its order (AP over IoU 0.50:0.95 unless named; AR at 1/10/100 detections).
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")

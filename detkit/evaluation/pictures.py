@@ -13,10 +13,10 @@ from typing import Callable, Sequence
 import numpy as np
 from pycocotools.coco import COCO
 
-from detkit.evaluation.matching import MATCHING_RULE, confusion_counts, match_images, worst_images
-from detkit.drawing.evaluation import plot_confusion_matrix, plot_pr_curves, plot_worst_images
-from detkit.evaluation.pr_curves import PR_IOU_THRESHOLDS, pr_curve_data
 from detkit.drawing.boxes import DISPLAY_SCORE_THRESHOLD
+from detkit.drawing.evaluation import plot_confusion_matrix, plot_pr_curves, plot_worst_images
+from detkit.evaluation.matching import MATCHING_RULE, confusion_counts, match_images, worst_images
+from detkit.evaluation.pr_curves import PR_IOU_THRESHOLDS, pr_curve_data
 
 PICTURE_NAMES = ("pr_curves.png", "confusion_matrix.png", "worst_images.png")
 

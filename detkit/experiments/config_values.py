@@ -5,7 +5,6 @@ import functools
 import os
 from pathlib import Path
 
-
 # the shipped configs live in configs/ of a source checkout, beside the package; an installed wheel has none
 SOURCE_CHECKOUT = Path(__file__).resolve().parents[2]
 

@@ -18,11 +18,11 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
+from detkit.atomic_io import write_json_atomically
 from detkit.experiments.config_values import config_path
 from detkit.experiments.provenance import available_cores, provenance
 from detkit.experiments.report import write_results
 from detkit.experiments.studies import Arm, Scale, Study
-from detkit.atomic_io import write_json_atomically
 
 RECORD = "experiment_arm.json"  # in the arm's run folder, written last by the arm's process
 QUIET = ("--trainer.enable_progress_bar", "false")  # a progress bar in a log file is noise

@@ -18,9 +18,9 @@ import torch
 import torchvision
 import yaml
 
+from detkit.atomic_io import save_atomically
 from detkit.data.categories import CategoryMapping
 from detkit.data.coco_names import coco_category_id, coco_label_names
-from detkit.atomic_io import save_atomically
 from detkit.inference.checkpoint import DETECTOR_PREFIX, METADATA_KEY, CheckpointError, checkpoint_metadata, load_safely
 from detkit.models.torchvision_import import ARCHITECTURES, StateDictMismatch, detector_settings, from_torchvision
 

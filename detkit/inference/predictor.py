@@ -19,14 +19,29 @@ from detkit.data.coco import image_to_tensor
 from detkit.data.collate import collate_detection
 from detkit.data.transforms import DetectionTransform, build_transforms, padding_fill, to_original_pixels
 from detkit.inference.checkpoint import (
-    CheckpointError, check_state_fits, checkpoint_classes, detector_state_dict, read_checkpoint,
+    CheckpointError,
+    check_state_fits,
+    checkpoint_classes,
+    detector_state_dict,
+    read_checkpoint,
 )
 from detkit.inference.config import (
-    RunConfig, build_detector, configured_classes, configured_num_classes, input_settings, resolve_config,
+    RunConfig,
+    build_detector,
+    configured_classes,
+    configured_num_classes,
+    input_settings,
+    resolve_config,
 )
 from detkit.inference.images import ImageInput, read_image
 from detkit.inference.overrides import (
-    PredictOptions, call_settings, check_model_takes, class_labels, keep_classes, replaced_inference, resized_transform,
+    PredictOptions,
+    call_settings,
+    check_model_takes,
+    class_labels,
+    keep_classes,
+    replaced_inference,
+    resized_transform,
 )
 from detkit.ops import clip_boxes_to_image
 

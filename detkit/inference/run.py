@@ -11,14 +11,14 @@ from dataclasses import asdict, dataclass, field
 from PIL import Image
 from tqdm import tqdm
 
+from detkit.atomic_io import write_json_atomically
 from detkit.data.coco import BadImageError
+from detkit.drawing.boxes import annotate
 from detkit.evaluation import to_coco_results
 from detkit.evaluation.coco import ImageDetections
-from detkit.drawing.boxes import annotate
 from detkit.inference.images import read_image
 from detkit.inference.overrides import PredictOptions
 from detkit.inference.predictor import Detector
-from detkit.atomic_io import write_json_atomically
 
 DETECTIONS_FILE = "detections.json"  # COCO results: [{image_id, category_id, bbox [x, y, w, h], score}]
 IMAGES_FILE = "images.json"  # COCO "images" (id <-> input file) and "categories", the unreadable files

@@ -21,12 +21,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from detkit.atomic_io import atomic_destination
 from detkit.drawing.boxes import annotate
 from detkit.inference.images import expand_paths
 from detkit.inference.overrides import PredictOptions
 from detkit.inference.predictor import Detector, Prediction
 from detkit.inference.run import output_names
-from detkit.atomic_io import atomic_destination
 
 VIDEO_EXTENSIONS = (".avi", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".webm", ".wmv")
 FOURCC = "mp4v"  # MPEG-4 part 2: every OpenCV wheel's FFmpeg writes it, into the .mp4 container

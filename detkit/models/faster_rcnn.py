@@ -16,8 +16,16 @@ from torch import Tensor, nn
 from detkit.models.fpn import FeaturePyramid
 from detkit.models.roi_heads import RoIHeads
 from detkit.models.rpn import RegionProposalNetwork
-from detkit.models.settings import (Anchors, Backbone, Inference, Pyramid, Proposals, RoIHead, check_groups,
-                                    check_num_classes)
+from detkit.models.settings import (
+    Anchors,
+    Backbone,
+    Inference,
+    Proposals,
+    Pyramid,
+    RoIHead,
+    check_groups,
+    check_num_classes,
+)
 
 
 class FasterRCNN(nn.Module):

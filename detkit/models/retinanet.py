@@ -16,8 +16,18 @@ from detkit.models.fpn import FeaturePyramid
 from detkit.models.labels import check_labels
 from detkit.models.postprocess import select_detections
 from detkit.models.retinanet_head import RetinaNetHead
-from detkit.models.settings import (OCTAVE_SCALES, Anchors, Backbone, DenseHead, DenseLoss, Inference, Matching, Pyramid,
-                                    check_groups, check_num_classes)
+from detkit.models.settings import (
+    OCTAVE_SCALES,
+    Anchors,
+    Backbone,
+    DenseHead,
+    DenseLoss,
+    Inference,
+    Matching,
+    Pyramid,
+    check_groups,
+    check_num_classes,
+)
 from detkit.ops import IGNORED, sigmoid_focal_loss, topk_at_most
 
 

@@ -15,8 +15,8 @@ from torch import nn
 
 from detkit.models.box_head import build_box_head
 from detkit.models.box_loss import box_regression_loss
-from detkit.models.postprocess import select_detections
 from detkit.models.labels import check_labels
+from detkit.models.postprocess import select_detections
 from detkit.models.roi_pooler import build_roi_pooler
 from detkit.models.settings import Inference, RoIHead
 from detkit.ops import BalancedSampler, BoxCoder, Matcher, box_iou

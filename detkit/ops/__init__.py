@@ -4,8 +4,14 @@ Imports nothing else of detkit. Boxes are float tensors (N, 4), absolute-pixel x
 """
 from detkit.ops.anchors import AnchorGenerator
 from detkit.ops.box_coder import BoxCoder
-from detkit.ops.boxes import (box_area, box_iou, clip_boxes_to_image, generalized_box_iou, paired_generalized_box_iou,
-                              remove_small_boxes)
+from detkit.ops.boxes import (
+    box_area,
+    box_iou,
+    clip_boxes_to_image,
+    generalized_box_iou,
+    paired_generalized_box_iou,
+    remove_small_boxes,
+)
 from detkit.ops.losses import sigmoid_focal_loss
 from detkit.ops.matcher import BACKGROUND, IGNORED, Matcher
 from detkit.ops.nms import batched_nms, nms
