@@ -127,8 +127,8 @@ class DetectionDataModule(L.LightningDataModule):
         wrong = [f"data.{key}={getattr(self, key)!r} (expected {path!r})" for key, path in expected.items()
                  if os.path.normpath(getattr(self, key)) != os.path.normpath(path)]
         if wrong:
-            raise ValueError(f"data.builtin={self.builtin!r} writes <dir>/images and <dir>/instances_{{train,val}}.json; "
-                             f"these keys do not match: " + "; ".join(wrong))
+            raise ValueError(f"data.builtin={self.builtin!r} writes <dir>/images and "
+                             f"<dir>/instances_{{train,val}}.json; these keys do not match: " + "; ".join(wrong))
         return root
 
     def _files_present(self) -> bool:
@@ -251,7 +251,8 @@ class DetectionDataModule(L.LightningDataModule):
             self.setup("fit")
         trainer = self.trainer
         world_size, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = DistributedSampler(self.train_dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=self.seed)
+        sampler = DistributedSampler(self.train_dataset, num_replicas=world_size, rank=rank, shuffle=True,
+                                     seed=self.seed)
         return self._loader(self.train_dataset, self.batch_size, ResumableLoader, sampler=sampler,
                             generator=self._train_generator)
 

@@ -233,7 +233,8 @@ def image_file_name(split: str, index: int) -> str:
 
 def generate_split(out_dir: str, split: str, count: int, first_image_id: int, image_size: int, seed: int,
                    workers: int = 1) -> str:
-    """Write ``count`` PNGs of ``split`` into ``out_dir/images`` and its ``instances_<split>.json``; return the JSON path."""
+    """Write ``count`` PNGs of ``split`` into ``out_dir/images`` and its ``instances_<split>.json``; return the
+    JSON path."""
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     jobs = [(out_dir, split, index, image_size, seed) for index in range(count)]
     if workers > 1 and count > 64:

@@ -87,7 +87,8 @@ def convert_voc(root: str, split: str, classes: list[str] | None = None, difficu
     category_of = {name: index + 1 for index, name in enumerate(classes)}
     images, annotations = [], []
     for image_id, (path, entry) in enumerate(parsed, start=1):
-        images.append({"id": image_id, "file_name": entry["file_name"], "width": entry["width"], "height": entry["height"]})
+        images.append({"id": image_id, "file_name": entry["file_name"],
+                       "width": entry["width"], "height": entry["height"]})
         for obj in entry["objects"]:
             if obj["name"] not in category_of:
                 raise ValueError(f"{path}: class {obj['name']!r} is not in the class list {classes}")

@@ -126,7 +126,8 @@ def annotate(image: np.ndarray, prediction: Prediction) -> np.ndarray:
     longer_side = max(image.shape[:2])
     captions = [f"{name} {score:.2f}" for name, score in zip(prediction.names, prediction.scores.tolist())]
     drawn = draw_bounding_boxes(
-        torch.from_numpy(np.array(image)).permute(2, 0, 1), prediction.boxes, labels=captions,  # a copy: PIL arrays are read-only
+        # np.array makes a copy: PIL arrays are read-only
+        torch.from_numpy(np.array(image)).permute(2, 0, 1), prediction.boxes, labels=captions,
         colors=[class_colour(label) for label in prediction.labels.tolist()],
         width=max(1, round(longer_side / 250)), font=FONT, font_size=max(9, round(longer_side / 45)),
         fill_labels=True)  # black text on the class colour: readable on any photo

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 def __getattr__(name: str):
-    """``train``, ``evaluate`` and ``TrainingRun`` from ``detkit.engine.cli``, imported on first use (Lightning is heavy)."""
+    """``train``, ``evaluate`` and ``TrainingRun`` from ``detkit.engine.cli``, imported on first use (Lightning is
+    heavy)."""
     if name in ("train", "evaluate", "TrainingRun"):
         from detkit.engine import cli
 

@@ -55,8 +55,9 @@ class TimeBudget(L.Callback):
     plus, per step, the time since the first step spent outside steps and validations (epoch starts,
     checkpoint saves), re-planned every ``replan_every`` steps; a validation's time is measured by the previous
     validation (before the first: the val images at the training time per image, an overestimate). ``margin``
-    of the budget is kept in reserve. Training ends when the step count reaches the plan; the caller then validates the final weights
-    (``detkit.engine.final_validation``). ``max_epochs`` / ``max_steps`` still cap the run.
+    of the budget is kept in reserve. Training ends when the step count reaches the plan; the caller then
+    validates the final weights (``detkit.engine.final_validation``). ``max_epochs`` / ``max_steps`` still cap
+    the run.
 
     Args:
         minutes: the budget; None turns the callback off (the schedule is sized by max_epochs / max_steps).

@@ -124,7 +124,8 @@ class DetectionCLI(LightningCLI):
             logger.init_args.save_dir = os.path.dirname(os.path.dirname(run_dir))
             logger.init_args.name = os.path.basename(os.path.dirname(run_dir))
             logger.init_args.version = os.path.basename(run_dir)
-        self.save_config_kwargs = {**self.save_config_kwargs, "config_filename": "config_resumed.yaml", "overwrite": True}
+        self.save_config_kwargs = {**self.save_config_kwargs, "config_filename": "config_resumed.yaml",
+                                   "overwrite": True}
 
     def parse_arguments(self, parser, args) -> None:
         """Parse ``args`` when given, without LightningCLI's warning about ``sys.argv``: detkit's tools pass

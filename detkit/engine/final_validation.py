@@ -34,7 +34,8 @@ def validate_final_weights(trainer: L.Trainer, module: L.LightningModule, datamo
             callback.dirpath, f"{callback.filename or 'best'}{callback.FILE_EXTENSION}")
         callback.best_model_score = score
     if callback.save_last:
-        callback.last_model_path = os.path.join(callback.dirpath, f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}")
+        callback.last_model_path = os.path.join(callback.dirpath,
+                                                f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}")
         trainer.save_checkpoint(callback.last_model_path, weights_only=False)  # whole: a resume needs it all
     if is_best:
         trainer.save_checkpoint(callback.best_model_path, weights_only=False)

@@ -24,7 +24,8 @@ def check_optimization(*, optimizer: str, lr: float, weight_decay: float, moment
     limits = (("lr", lr, lr > 0, "> 0"), ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
               ("momentum", momentum, 0 <= momentum < 1, "in [0, 1)"),
               ("warmup_steps", warmup_steps, warmup_steps >= 0, ">= 0"),
-              ("warmup_factor", warmup_factor, 0 <= warmup_factor <= 1, "in [0, 1]"), ("gamma", gamma, gamma > 0, "> 0"))
+              ("warmup_factor", warmup_factor, 0 <= warmup_factor <= 1, "in [0, 1]"),
+              ("gamma", gamma, gamma > 0, "> 0"))
     for key, value, valid, expected in limits:
         if not valid:
             raise ValueError(f"model.{key} must be {expected}, got {value}")
@@ -43,7 +44,8 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
+                    momentum: float) -> torch.optim.Optimizer:
     """``name`` in OPTIMIZERS; SGD uses ``momentum``, AdamW its defaults betas."""
     groups = parameter_groups(model, weight_decay)
     if name == "sgd":

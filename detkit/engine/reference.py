@@ -121,7 +121,8 @@ def _flat(group) -> str:
     values = []
     for field in dataclasses.fields(group):
         value = getattr(group, field.name)
-        values.append(f"{field.name}=({_flat(value)})" if dataclasses.is_dataclass(value) else f"{field.name}={_value(value)}")
+        values.append(f"{field.name}=({_flat(value)})" if dataclasses.is_dataclass(value)
+                      else f"{field.name}={_value(value)}")
     return ", ".join(values)
 
 

@@ -79,18 +79,23 @@ class ImbalanceStats:
             ("images", f"{self.images}"),
             ("objects per image", f"{self.objects / n:.2f}"),
             ("anchors per image", f"{self.anchors / n:.0f}"),
-            ("positive anchors per image", f"{self.positive / n:.1f} ({100 * self.positive / max(self.anchors, 1):.2f}%)"),
-            ("ignored anchors per image", f"{self.ignored / n:.1f} ({100 * self.ignored / max(self.anchors, 1):.2f}%)"),
-            ("background anchors per image", f"{self.background / n:.0f} ({100 * self.background / max(self.anchors, 1):.2f}%)"),
+            ("positive anchors per image",
+             f"{self.positive / n:.1f} ({100 * self.positive / max(self.anchors, 1):.2f}%)"),
+            ("ignored anchors per image",
+             f"{self.ignored / n:.1f} ({100 * self.ignored / max(self.anchors, 1):.2f}%)"),
+            ("background anchors per image",
+             f"{self.background / n:.0f} ({100 * self.background / max(self.anchors, 1):.2f}%)"),
             ("background : positive", f"{self.background / max(self.positive, 1):.0f} : 1"),
             ("objects with no anchor >= fg threshold", f"{self.objects_without_positive} of {self.objects}"),
             ("  of those given one by low-quality matching", f"{self.rescued_objects}"),
             (f"background share of BCE loss at p={self.prior}", f"{100 * self.background_loss_share(False):.3g}%"),
         ]
         if self.prior != 0.5:
-            rows.append(("background share of BCE loss at p=0.5 (bias 0)", f"{100 * self.background_loss_share(False, 0.5):.3g}%"))
+            rows.append(("background share of BCE loss at p=0.5 (bias 0)",
+                         f"{100 * self.background_loss_share(False, 0.5):.3g}%"))
         if self.focal_gamma > 0:
-            rows.append((f"background share of focal loss at p={self.prior}", f"{100 * self.background_loss_share(True):.3g}%"))
+            rows.append((f"background share of focal loss at p={self.prior}",
+                         f"{100 * self.background_loss_share(True):.3g}%"))
         return rows
 
 

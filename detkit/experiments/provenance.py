@@ -31,7 +31,8 @@ def git_commit() -> tuple[str, bool]:
     """(``git rev-parse HEAD`` of the detkit checkout, whether tracked files differ from it); ("unknown", False)
     outside a git checkout."""
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=SOURCE_CHECKOUT, capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=SOURCE_CHECKOUT, capture_output=True, text=True,
+                              check=True).stdout.strip()
     try:
         return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.CalledProcessError):

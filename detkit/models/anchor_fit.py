@@ -102,14 +102,15 @@ def stacked(boxes: list[torch.Tensor], labels: list[torch.Tensor] | None = None)
     """Per image boxes (M, 4) and labels (M,) -> all boxes (G, 4) float32 and labels (G,) int64 (zero-size if none)."""
     labels = labels if labels is not None else [torch.zeros(len(b), dtype=torch.long) for b in boxes]
     all_boxes = torch.cat([torch.zeros(0, 4), *[b.float().cpu() for b in boxes]])  # (G, 4)
-    all_labels = torch.cat([torch.zeros(0, dtype=torch.long), *[l.long().cpu() for l in labels]])  # (G,)
+    all_labels = torch.cat([torch.zeros(0, dtype=torch.long), *[label.long().cpu() for label in labels]])  # (G,)
     return all_boxes, all_labels
 
 
 def fitted_aspect_ratios(boxes: list[torch.Tensor], count: int) -> tuple[float, ...]:
     """``count`` ratios h / w at the quantiles (2i + 1) / (2 count) of the boxes' log ratio, rounded to 0.01."""
     all_boxes, _ = stacked(boxes)
-    width, height = (all_boxes[:, 2] - all_boxes[:, 0]).clamp(min=1e-3), (all_boxes[:, 3] - all_boxes[:, 1]).clamp(min=1e-3)
+    width = (all_boxes[:, 2] - all_boxes[:, 0]).clamp(min=1e-3)
+    height = (all_boxes[:, 3] - all_boxes[:, 1]).clamp(min=1e-3)
     if len(all_boxes) == 0:
         return tuple(2.0 ** (2 * i / (count - 1) - 1) if count > 1 else 1.0 for i in range(count))
     log_ratio = (height / width).log().double()  # (G,)
@@ -133,7 +134,8 @@ def fit_anchors(stage: DenseAnchorStage, image_sizes: list[tuple[int, int]], box
     if stage.fit_sizes:
         candidates = [tuple(round(c * stride, 2) for stride in stage.strides) for c in STRIDE_MULTIPLES]
         _, all_labels = stacked(boxes, labels)
-        base_sizes = max(candidates, key=lambda candidate: _score(stage, candidate, ratios, image_sizes, boxes, all_labels))
+        base_sizes = max(candidates,
+                         key=lambda candidate: _score(stage, candidate, ratios, image_sizes, boxes, all_labels))
     return base_sizes, ratios
 
 
@@ -141,7 +143,8 @@ def _score(stage, base_sizes, ratios, image_sizes, boxes, labels) -> tuple[float
     """(class-averaged share of boxes whose best anchor reaches the fg threshold, mean best IoU) of trial anchors."""
     matcher = stage.matcher
     trial = DenseAnchorStage(strides=stage.strides,
-                             anchors=Anchors(sizes=base_sizes, scales=tuple(stage.scales.tolist()), aspect_ratios=ratios),
+                             anchors=Anchors(sizes=base_sizes, scales=tuple(stage.scales.tolist()),
+                                             aspect_ratios=ratios),
                              matching=Matching(matcher.high_threshold, matcher.low_threshold, False),
                              box_loss=stage.box_loss)
     best = [box_iou(b, trial.image_anchors(size)).amax(dim=1) for size, b in zip(image_sizes, boxes) if len(b)]

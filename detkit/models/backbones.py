@@ -63,7 +63,8 @@ class TinyBackbone(nn.Module):
         self.stem = _conv_norm_relu(3, 16, 2, make_norm)  # stride 2
         stages, c_in = [], 16
         for width in self.widths:  # levels 2..5
-            stages.append(nn.Sequential(_conv_norm_relu(c_in, width, 2, make_norm), _conv_norm_relu(width, width, 1, make_norm)))
+            stages.append(nn.Sequential(_conv_norm_relu(c_in, width, 2, make_norm),
+                                        _conv_norm_relu(width, width, 1, make_norm)))
             c_in = width
         self.stages = nn.ModuleList(stages)
         _check_levels(return_levels)
@@ -195,7 +196,8 @@ def build_backbone(
 
 
 def _check_levels(return_levels: tuple[int, ...]) -> None:
-    if not return_levels or any(level not in (2, 3, 4, 5) for level in return_levels) or list(return_levels) != sorted(set(return_levels)):
+    if (not return_levels or any(level not in (2, 3, 4, 5) for level in return_levels)
+            or list(return_levels) != sorted(set(return_levels))):
         raise ValueError(f"return_levels must be increasing levels among 2..5, got {return_levels}")
 
 
@@ -218,14 +220,16 @@ def _load_trunk_weights(net: nn.Module, name: str, weights: str) -> None:
         try:
             state = enum[weights].get_state_dict(progress=True)  # "DEFAULT" is an alias member
         except KeyError:
-            raise ValueError(f"unknown weights {weights!r} for {name}; choose from {[w.name for w in enum]} or a file path") from None
+            raise ValueError(f"unknown weights {weights!r} for {name}; "
+                             f"choose from {[w.name for w in enum]} or a file path") from None
     state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     # GroupNorm has no running statistics: pretrained BN statistics are dropped, affine params kept.
     own = net.state_dict()
     state = {k: v for k, v in state.items() if k in own}
     missing = [k for k in own if k not in state and not k.startswith(CLASSIFIER_PREFIXES)
                and "num_batches_tracked" not in k and not k.endswith(("running_mean", "running_var"))]
-    wrong_shape = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if v.shape != own[k].shape]
+    wrong_shape = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+                   for k, v in state.items() if v.shape != own[k].shape]
     if missing or wrong_shape:
         raise ValueError(f"backbone weights {weights!r} do not fit {name}: missing {missing[:3]}, "
                          f"wrong shape {wrong_shape[:3]} ({len(missing)} missing, {len(wrong_shape)} mismatched)")

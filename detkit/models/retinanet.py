@@ -84,7 +84,8 @@ class RetinaNet(nn.Module):
             return self.losses(torch.cat(logits, 1).float(), torch.cat(deltas, 1).float(), torch.cat(anchors), targets)
         return [self.detect_image(i, logits, deltas, anchors, size) for i, size in enumerate(image_sizes)]
 
-    def losses(self, logits: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
+    def losses(self, logits: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tensor,
+               targets: list[dict]) -> dict[str, torch.Tensor]:
         """logits (B, N, K), deltas (B, N, 4), anchors (N, 4) -> {"cls": focal loss, "box": box loss}."""
         check_labels(targets, self.num_classes)
         matched = self.dense.match(anchors, targets)  # (B, N)
@@ -112,7 +113,8 @@ class RetinaNet(nn.Module):
         return {"cls": cls_loss.sum() / normalizer, "box": box_loss / normalizer}
 
     def _losses_per_image(self, cls_loss: torch.Tensor, valid: torch.Tensor, positive: torch.Tensor,
-                          deltas: torch.Tensor, anchors: torch.Tensor, gt_boxes: torch.Tensor) -> dict[str, torch.Tensor]:
+                          deltas: torch.Tensor, anchors: torch.Tensor,
+                          gt_boxes: torch.Tensor) -> dict[str, torch.Tensor]:
         """torchvision's normalisation: each image's sums divided by its own positive count (at least 1), then the
         mean over the images (under DDP the ranks' average makes it the mean over all images).
 
@@ -155,7 +157,8 @@ class RetinaNet(nn.Module):
             top = topk_at_most(level_scores[candidates], settings.topk_candidates)
             candidates = candidates[top.indices]
             anchor_index = candidates // self.num_classes
-            boxes.append(self.dense.box_coder.decode(level_deltas[index, anchor_index].float(), level_anchors[anchor_index]))
+            boxes.append(self.dense.box_coder.decode(level_deltas[index, anchor_index].float(),
+                                                     level_anchors[anchor_index]))
             scores.append(top.values)
             labels.append(candidates % self.num_classes)
         return select_detections(torch.cat(boxes), torch.cat(scores), torch.cat(labels), image_size, settings)

@@ -49,7 +49,8 @@ class RetinaNetHead(nn.Module):
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior) / prior))
 
     def forward(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """features: per level (B, C, H_l, W_l) -> (class logits per level (B, N_l, K), deltas per level (B, N_l, 4))."""
+        """features: per level (B, C, H_l, W_l) -> (class logits per level (B, N_l, K), deltas per level
+        (B, N_l, 4))."""
         logits = [flatten_level(self.cls_logits(self.cls_tower(f)), self.num_classes) for f in features]
         deltas = [flatten_level(self.box_deltas(self.box_tower(f)), 4) for f in features]
         return logits, deltas

@@ -47,7 +47,8 @@ class BoxPredictor(nn.Module):
 
 
 class RoIHeads(nn.Module):
-    """RoIAlign + box head (``detkit.models.box_head``) + ``BoxPredictor``, with training targets and inference post-processing.
+    """RoIAlign + box head (``detkit.models.box_head``) + ``BoxPredictor``, with training targets and inference
+    post-processing.
 
     Args:
         in_channels: C, the width of the pooled pyramid levels.
@@ -91,11 +92,13 @@ class RoIHeads(nn.Module):
             rois, class_targets, box_targets = self.select_training_samples(proposals, targets)
             logits, deltas = self.predict(features, rois, image_sizes)
             # losses in float32 under bf16/fp16 autocast
-            return self.losses(logits.float(), deltas.float(), torch.cat(rois), torch.cat(class_targets), torch.cat(box_targets))
+            return self.losses(logits.float(), deltas.float(), torch.cat(rois), torch.cat(class_targets),
+                               torch.cat(box_targets))
         logits, deltas = self.predict(features, proposals, image_sizes)
         per_image = [p.shape[0] for p in proposals]  # sizes, not len(): traced, they stay symbolic
-        return [self.detect_image(l, d, p, size)
-                for l, d, p, size in zip(logits.split(per_image), deltas.split(per_image), proposals, image_sizes)]
+        return [self.detect_image(image_logits, image_deltas, image_proposals, size)
+                for image_logits, image_deltas, image_proposals, size
+                in zip(logits.split(per_image), deltas.split(per_image), proposals, image_sizes)]
 
     def predict(self, features: list[torch.Tensor], rois: list[torch.Tensor], image_sizes: list[tuple[int, int]]
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,7 +146,8 @@ class RoIHeads(nn.Module):
         cls_loss = F.cross_entropy(logits.float(), class_targets, reduction="sum")
         positive = torch.nonzero(class_targets < self.num_classes).squeeze(1)  # (P,)
         positive_deltas = deltas[positive, class_targets[positive]]  # (P, 4)
-        box_loss = box_regression_loss(self.box_loss, positive_deltas, box_targets[positive], rois[positive], self.box_coder)
+        box_loss = box_regression_loss(self.box_loss, positive_deltas, box_targets[positive], rois[positive],
+                                       self.box_coder)
         return {"roi_cls": cls_loss / num_sampled, "roi_box": box_loss / num_sampled}
 
     @torch.no_grad()
@@ -157,7 +161,8 @@ class RoIHeads(nn.Module):
         """
         num_rois, num_classes = deltas.shape[:2]
         scores = logits.float().softmax(dim=1)[:, :num_classes]  # (R, K): column K is background
-        boxes = self.box_coder.decode(deltas.float().reshape(-1, 4), proposals.float().repeat_interleave(num_classes, 0))  # (R*K, 4)
+        repeated = proposals.float().repeat_interleave(num_classes, 0)  # (R*K, 4): each proposal once per class
+        boxes = self.box_coder.decode(deltas.float().reshape(-1, 4), repeated)  # (R*K, 4)
         labels = torch.arange(num_classes, device=logits.device).repeat(num_rois)  # (R*K,)
         keep = torch.nonzero(scores.flatten() >= self.inference.score_threshold).squeeze(1)
         return select_detections(boxes[keep], scores.flatten()[keep], labels[keep], image_size, self.inference)

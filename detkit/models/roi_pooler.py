@@ -34,7 +34,8 @@ class LevelRoIAlign(MultiScaleRoIAlign):
             index = torch.nonzero(levels == level).squeeze(1)
             if torch.jit.is_tracing() or len(index):  # a traced graph pools every level: another image's RoIs differ
                 # autocast may give levels different dtypes: match the result's, as torchvision does
-                pooled[index] = roi_align(feature, rois[index], self.output_size, scale, self.sampling_ratio).to(pooled.dtype)
+                pooled[index] = roi_align(feature, rois[index], self.output_size, scale,
+                                          self.sampling_ratio).to(pooled.dtype)
         return pooled
 
 

@@ -87,15 +87,18 @@ class RegionProposalNetwork(nn.Module):
         """
         logits, deltas = self.head(features)
         anchors = self.dense.anchors(features, padded_size)  # per level (N_l, 4)
-        proposals, _ = self.select_proposals([l.detach() for l in logits], [d.detach() for d in deltas], anchors, image_sizes)
+        proposals, _ = self.select_proposals([level.detach() for level in logits], [level.detach() for level in deltas],
+                                             anchors, image_sizes)
         if not self.training:
             return proposals, {}
         if targets is None:
             raise ValueError("the RPN needs targets in training mode")
         # losses in float32 under bf16/fp16 autocast
-        return proposals, self.losses(torch.cat(logits, 1).float(), torch.cat(deltas, 1).float(), torch.cat(anchors), targets)
+        return proposals, self.losses(torch.cat(logits, 1).float(), torch.cat(deltas, 1).float(), torch.cat(anchors),
+                                      targets)
 
-    def losses(self, logits: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
+    def losses(self, logits: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tensor,
+               targets: list[dict]) -> dict[str, torch.Tensor]:
         """logits (B, N), deltas (B, N, 4), anchors (N, 4) -> ``{"rpn_objectness", "rpn_box"}``.
 
         Objectness: binary cross-entropy over the sampled anchors; box: regression loss over the sampled
@@ -106,7 +109,8 @@ class RegionProposalNetwork(nn.Module):
         positive, negative = (torch.stack(masks) for masks in self.sampler(list(matched)))  # (B, N) bool each
         sampled = positive | negative
         num_sampled = sampled.sum().clamp(min=1)
-        objectness = F.binary_cross_entropy_with_logits(logits[sampled].float(), positive[sampled].float(), reduction="sum")
+        objectness = F.binary_cross_entropy_with_logits(logits[sampled].float(), positive[sampled].float(),
+                                                        reduction="sum")
         gt_boxes, _ = self.dense.matched_targets(matched, positive, targets)  # (P, 4)
         box = self.dense.box_loss_sum(deltas, anchors, positive, gt_boxes)
         return {"rpn_objectness": objectness / num_sampled, "rpn_box": box / num_sampled}
@@ -137,11 +141,13 @@ class RegionProposalNetwork(nn.Module):
         for level, (level_logits, level_deltas, level_anchors) in enumerate(zip(logits, deltas, anchors)):
             top = topk_at_most(level_logits.float(), pre_nms_top_n, dim=1)  # (B, k)
             top_deltas = level_deltas.gather(1, top.indices[..., None].expand(-1, -1, 4))  # (B, k, 4)
-            decoded = self.dense.box_coder.decode(top_deltas.float().reshape(-1, 4), level_anchors[top.indices].reshape(-1, 4))
+            decoded = self.dense.box_coder.decode(top_deltas.float().reshape(-1, 4),
+                                                  level_anchors[top.indices].reshape(-1, 4))
             boxes.append(decoded.view(top_deltas.shape))
             scores.append(top.values)
             levels.append(torch.full_like(top.indices[0], level))  # (k,)
-        boxes, scores, levels = torch.cat(boxes, 1), torch.cat(scores, 1).sigmoid(), torch.cat(levels)  # (B, T, 4), (B, T), (T,)
+        # (B, T, 4), (B, T), (T,)
+        boxes, scores, levels = torch.cat(boxes, 1), torch.cat(scores, 1).sigmoid(), torch.cat(levels)
         image_boxes, image_scores = [], []
         for i, image_size in enumerate(image_sizes):
             clipped = clip_boxes_to_image(boxes[i], image_size)  # (T, 4)

@@ -326,8 +326,10 @@ class Proposals:
     def check(self, key: str) -> None:
         self.matching.check(f"{key}.matching")
         self.sampling.check(f"{key}.sampling")
-        check_at_least_one(key, pre_nms_top_n_train=self.pre_nms_top_n_train, pre_nms_top_n_test=self.pre_nms_top_n_test,
-                           post_nms_top_n_train=self.post_nms_top_n_train, post_nms_top_n_test=self.post_nms_top_n_test,
+        check_at_least_one(key, pre_nms_top_n_train=self.pre_nms_top_n_train,
+                           pre_nms_top_n_test=self.pre_nms_top_n_test,
+                           post_nms_top_n_train=self.post_nms_top_n_train,
+                           post_nms_top_n_test=self.post_nms_top_n_test,
                            head_convs=self.head_convs)
         check_unit_interval(key, nms_threshold=self.nms_threshold, score_threshold=self.score_threshold)
         if self.min_size < 0:

@@ -150,7 +150,8 @@ def _differentiable_parts(
 BlockKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]], None]
 
 
-def _pairwise_by_row_blocks(boxes1: torch.Tensor, boxes2: torch.Tensor, kernel: BlockKernel, num_scratch: int) -> torch.Tensor:
+def _pairwise_by_row_blocks(boxes1: torch.Tensor, boxes2: torch.Tensor, kernel: BlockKernel,
+                            num_scratch: int) -> torch.Tensor:
     """Fill an (N, M) matrix by blocks of R rows, ``kernel(rows, columns, column_areas, out, scratch)``
     writing each block.
 
@@ -197,7 +198,8 @@ def _giou_block(rows: torch.Tensor, columns: torch.Tensor, column_areas: torch.T
 
 
 def _intersection_and_union_block(
-    rows: torch.Tensor, columns: torch.Tensor, column_areas: torch.Tensor, out: torch.Tensor, scratch: list[torch.Tensor]
+    rows: torch.Tensor, columns: torch.Tensor, column_areas: torch.Tensor, out: torch.Tensor,
+    scratch: list[torch.Tensor],
 ) -> torch.Tensor:
     """Write intersections (R, M) into out; return scratch[0] holding the unions, clamped to >= tiny.
 

@@ -71,7 +71,8 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, i
     return eager_batched_nms(boxes, scores, idxs, iou_threshold)
 
 
-def eager_batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+def eager_batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
+                      iou_threshold: float) -> torch.Tensor:
     """``batched_nms`` of checked inputs, eagerly."""
     if len(boxes) == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)

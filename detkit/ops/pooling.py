@@ -79,6 +79,7 @@ class _ThreadedRoIAlign(torch.autograd.Function):
 
         def unpool(part: torch.Tensor) -> torch.Tensor:  # (R, C_part, S_h, S_w) -> (B, C_part, H, W)
             return torch.ops.torchvision._roi_align_backward(part.contiguous(), rois, spatial_scale, *output_size,
-                                                             batch, part.shape[1], height, width, sampling_ratio, aligned)
+                                                             batch, part.shape[1], height, width, sampling_ratio,
+                                                             aligned)
 
         return _run_on_channel_chunks(unpool, grad_output, chunks), None, None, None, None, None, None

@@ -27,7 +27,8 @@ class BalancedSampler:
         self.positive_fraction = float(positive_fraction)
 
     def __repr__(self) -> str:
-        return f"BalancedSampler(batch_size_per_image={self.batch_size_per_image}, positive_fraction={self.positive_fraction})"
+        return (f"BalancedSampler(batch_size_per_image={self.batch_size_per_image}, "
+                f"positive_fraction={self.positive_fraction})")
 
     def __call__(self, matched: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """matched: B tensors (N_i,) int64 in the Matcher's encoding (gt index >= 0, -1 background, -2 ignored).
