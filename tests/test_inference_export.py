@@ -1,6 +1,6 @@
-"""``detkit.export_onnx`` / tools/export.py: onnxruntime's detections equal ``detkit.load(ckpt).predict``'s for both
-detectors of the shapes and custom recipes on images of every aspect, empty outputs without detections, and no file after a
-failed check. The checkpoints are randomly initialised small models (16-channel FPN): no training needed."""
+"""``detkit.export_onnx`` / tools/export.py: onnxruntime's detections equal ``detkit.load(ckpt).predict``'s for
+both detectors of the shapes and custom recipes on images of every aspect, empty outputs without detections, and no
+file after a failed check. The checkpoints are randomly initialised small models (16-channel FPN): no training needed."""
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 CLASS_NAMES, CATEGORY_IDS = ["red", "green", "blue"], [4, 7, 9]
 RECIPES = ("retinanet_shapes", "faster_rcnn_shapes", "retinanet_custom", "faster_rcnn_custom")
-# (width, height): wide, tall, a 4:3 photo, square, and two small ones; the shapes recipes (128 px) shrink all but
-# the small ones (INTER_AREA) and grow those (INTER_LINEAR); the custom recipes (320-480 px) grow all but 640x480
-SIZES = [(200, 90), (90, 200), (640, 480), (300, 300), (64, 50), (37, 101)]
+# (width, height): wide, tall, a 4:3 photo, square, 2x and 4x shrinks (OpenCV rounds those differently), two small
+# ones; the shapes recipes (128 px) shrink all but the small ones (INTER_AREA) and grow those (INTER_LINEAR); the
+# custom recipes (320-480 px) shrink 640x480 and 256x512 and grow the others
+SIZES = [(200, 90), (90, 200), (640, 480), (300, 300), (256, 256), (256, 512), (64, 50), (37, 101)]
 
 
 def write_checkpoint(path: Path, recipe: str, *, silent: bool = False) -> Path:
