@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from torch import nn
 
 from detkit.benchmarks import models as bench
@@ -15,9 +16,15 @@ from detkit.benchmarks.torchvision_twins import copy_parameters
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "bench_models.py"
 
+SIX = ["retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2", "fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2",
+       "fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_320_fpn"]
+IMPORT_ROWS = [f"tv:{arch} 64px b1 {phase}" for arch in SIX for phase in ("train", "infer")]
 QUICK_ROWS = [f"{model} {size} {phase}" for model, size in (
     ("RetinaNet shapes", "64px b2"), ("Faster R-CNN shapes", "64px b2"),
-    ("RetinaNet R50-FPN", "64px b1"), ("Faster R-CNN R50-FPN", "64px b1")) for phase in ("train", "infer")]
+    ("RetinaNet R50-FPN", "64px b1"), ("Faster R-CNN R50-FPN", "64px b1")) for phase in ("train", "infer")] + IMPORT_ROWS
+# torchvision's background outputs the import drops: RetinaNet one class of 9 anchors (3x3 conv of 256 channels +
+# bias), Faster R-CNN the background box regressor (4 x (1024 + 1))
+DROPPED = {"retinanet": 9 * (256 * 9 + 1), "fasterrcnn": 4 * (1024 + 1)}
 
 
 def shapes_setting(detector: str) -> bench.Setting:
@@ -35,8 +42,9 @@ def test_full_run_has_the_rows_of_the_issue():
     names = [s.name() for s in bench.settings(quick=False, cuda=True)]
     assert names[:4] == ["RetinaNet shapes 128px b16", "Faster R-CNN shapes 128px b16",
                          "RetinaNet R50-FPN 512px b2", "Faster R-CNN R50-FPN 512px b2"]
-    assert names[4:] == [f"{model} R50-FPN 800x1333 b8 {precision}" for precision in ("fp32", "bf16")
-                         for model in ("RetinaNet", "Faster R-CNN")]
+    assert names[4:10] == [f"tv:{arch} 320px b1" for arch in SIX]
+    assert names[10:] == [f"{model} R50-FPN 800x1333 b8 {precision}" for precision in ("fp32", "bf16")
+                          for model in ("RetinaNet", "Faster R-CNN")]
 
 
 def test_retinanet_twin_has_the_configs_anchors_and_head(one_thread):
@@ -80,11 +88,26 @@ def test_copy_parameters_refuses_different_layers():
         copy_parameters(nn.Conv2d(8, 8, 3), nn.Conv2d(8, 8, 1))
 
 
-def test_quick_run_prints_every_row_and_the_worst_cpu_ratio(one_thread):
+@pytest.fixture(scope="module")
+def quick_run():
+    """(printed lines, rows) of one quick CPU run of every setting, one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
     lines = []
     rows = bench.run_model_benchmark(quick=True, cuda=False, warmup=0, steps=1, print_line=lines.append,
                                      log=lambda message: None)
-    table = {line[:44].strip(): line[44:].split() for line in lines[3:-1]}
+    torch.set_num_threads(before)
+    return lines, rows
+
+
+def table_names(lines: list[str]) -> list[str]:
+    """The row names of a printed table (its lines between the header and the worst-ratio line)."""
+    return [line[:bench.NAME_WIDTH].strip() for line in lines[3:-1]]
+
+
+def test_quick_run_prints_every_row_and_the_worst_cpu_ratio(quick_run):
+    lines, rows = quick_run
+    table = {line[:bench.NAME_WIDTH].strip(): line[bench.NAME_WIDTH:].split() for line in lines[3:-1]}
     assert list(table) == QUICK_ROWS
     ratios = {}
     for name, (device, ours, theirs, ratio, ours_mb, theirs_mb, same) in table.items():
@@ -95,9 +118,38 @@ def test_quick_run_prints_every_row_and_the_worst_cpu_ratio(one_thread):
     worst = re.fullmatch(r"worst ratio (\d+\.\d+) \((.+)\)", lines[-1])
     assert worst, lines[-1]
     assert worst[2] in table and float(worst[1]) == min(ratios.values())
-    for row in rows:  # the pairs the run built had the same anchors and trunk
+    for row in rows[:len(rows) - len(IMPORT_ROWS)]:  # the twins the run built had the same anchors and trunk
         assert row.check.anchors[0] == row.check.anchors[1] and row.check.anchors_equal
         assert row.check.trunk_parameters[0] == row.check.trunk_parameters[1]
+
+
+def test_the_six_imported_rows_hold_equal_weights(quick_run):
+    _, rows = quick_run
+    imported = rows[-len(IMPORT_ROWS):]
+    assert [row.name for row in imported] == IMPORT_ROWS
+    for row in imported:
+        check = row.check
+        assert check.weights_equal and check.same, (row.name, str(check))
+        assert check.dropped == DROPPED[row.name[3:].split("_")[0]]
+        assert check.parameters[1] - check.parameters[0] == check.dropped
+        # the trunk's first layers frozen on both sides (torchvision's trainable_backbone_layers=3)
+        assert check.trainable[1] - check.trainable[0] == check.dropped and check.trainable[0] < check.parameters[0]
+        assert check.feature_difference < 1e-5
+        assert row.ours > 0 and row.theirs > 0
+
+
+def test_weights_check_sees_one_changed_weight(one_thread):
+    setting = next(s for s in bench.settings(quick=True, cuda=False) if s.name().startswith("tv:fasterrcnn_mobilenet"))
+    ours, theirs = bench.build_pair(setting)
+    batch = setting.batches(count=1)[0]
+    assert bench.check_pair(setting, ours, theirs, batch).same
+    # the two models' first trunk weights are the same numbers, read off each model's own module
+    torch.testing.assert_close(ours.backbone.body.features[0][0].weight, theirs.backbone.body["0"][0].weight,
+                               rtol=0, atol=0)
+    with torch.no_grad():
+        ours.roi_heads.predictor.cls_score.weight[0, 0] += 1e-3
+    check = bench.check_pair(setting, ours, theirs, batch)
+    assert not check.weights_equal and not check.same
 
 
 def test_command_line_runs_one_quick_setting():
@@ -106,6 +158,5 @@ def test_command_line_runs_one_quick_setting():
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
-    assert [line[:44].strip() for line in lines[3:-1]] == [f"RetinaNet shapes 64px b2 {phase}"
-                                                           for phase in ("train", "infer")]
+    assert table_names(lines) == [f"RetinaNet shapes 64px b2 {phase}" for phase in ("train", "infer")]
     assert lines[-1].startswith("worst ratio ") and "anchors/image" in done.stderr

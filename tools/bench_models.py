@@ -4,7 +4,8 @@
 
 Rows: images/s of a training step and of an inference pass, detkit vs torchvision, their ratio (above 1: detkit
 is faster), each step's peak memory, and whether the pair is the same architecture. How the twins are built and
-what is measured: ``detkit.benchmarks.models`` and ``detkit.benchmarks.torchvision_twins``.
+what is measured: ``detkit.benchmarks.models``, ``detkit.benchmarks.torchvision_twins`` and (rows "tv:<arch>",
+torchvision's six with the same weights as detkit's import) ``detkit.benchmarks.torchvision_imports``.
 """
 import argparse
 import sys
@@ -23,7 +24,8 @@ def main() -> None:
     parser.add_argument("--memory-steps", type=int, default=None, help="extra steps measuring memory (default 2; quick 1)")
     parser.add_argument("--no-cuda", action="store_true", help="CPU rows only")
     parser.add_argument("--no-cpu", action="store_true", help="CUDA rows only")
-    parser.add_argument("--only", default="", help="only the settings whose row name contains this text")
+    parser.add_argument("--only", default="", help="only the settings whose row name contains this text (\"tv:\": "
+                                                   "torchvision's six detectors against detkit's import of them)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few steps: a smoke run of seconds")
     parser.add_argument("--score-threshold", type=float, default=None,
                         help="inference score threshold of both models instead of the configs' 0.05 (random weights "

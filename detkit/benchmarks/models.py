@@ -12,7 +12,8 @@ settings, read off detkit's model) are fed the same synthetic batches. Rows:
 Times are medians over ``steps`` steps after ``warmup`` warm-up steps, detkit and torchvision alternating step by
 step (which goes first swaps every step); memory is measured on extra steps after the timed ones. ratio = detkit
 images/s / torchvision images/s (above 1: detkit is faster). The last line is the worst ratio over the CPU rows.
-Column ``same``: ``architecture.architecture_check`` found equal anchors, parameter counts and outputs.
+Column ``same``: ``architecture.architecture_check`` found equal anchors, parameter counts and outputs (imports:
+``torchvision_imports.weights_check``, below).
 
 Inference with random weights: RetinaNet's classifier starts at p = 0.01 and Faster R-CNN's at 1 / (K + 1)
 (0.012 for 80 classes), under the configs' 0.05 score threshold, so little reaches top-k and NMS (the same
@@ -20,6 +21,13 @@ for both: same weights); a score threshold of 0 loads post-processing fully.
 
 quick: tiny images (64 px), batch 1-2, one warm-up and two timed steps, fewer RoIs and a narrower box head on the
 ResNet-50 rows: a smoke run of a few seconds, not a measurement.
+
+Rows "tv:<arch>" (``--only tv:``): torchvision's six COCO detectors against detkit's import of them
+(``torchvision_imports``): torchvision's model with random weights, built as its checkpoints are, and
+``from_torchvision`` of its state dict, so both hold the same weights; column ``same``: ``weights_check`` found
+every weight equal and the same FPN maps. Both get the same batch (torchvision's transform at scale 1 normalises
+and pads; detkit normalises inside), the same targets (labels: torchvision's 1..90, detkit's 0..89). quick: 64 px,
+and 100 proposals / 64 sampled RoIs on both Faster R-CNN sides (the imported box heads keep their size).
 """
 from __future__ import annotations
 
@@ -38,8 +46,11 @@ from torch import nn
 from detkit.benchmarks.architecture import Check, architecture_check
 from detkit.benchmarks.batches import Batch, synthetic_batches
 from detkit.benchmarks.contenders import Contender, contender, measure
+from detkit.benchmarks.torchvision_imports import WeightsCheck, imported_pair, weights_check
 from detkit.benchmarks.torchvision_twins import torchvision_twin
+from detkit.data.coco_names import NUM_COCO_LABELS
 from detkit.inference.config import RunConfig, build_detector
+from detkit.models.torchvision_import import ARCHITECTURES
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -79,18 +90,63 @@ class Setting:
                                  torchvision_label_offset=int(self.detector == "Faster R-CNN"), count=count)
 
 
+@dataclass(frozen=True)
+class ImportSetting:
+    """One of torchvision's six at one size: two table rows (train, infer) of torchvision's model against detkit's
+    import of its weights (``torchvision_imports.imported_pair``).
+
+    ``size`` (h, w) of every image (torchvision's transform is sized to it: no resizing); ``object_sizes`` the range
+    of box sides in pixels; ``overrides`` change both models, nested like detkit's setting groups
+    (``{"rpn": {"post_nms_top_n_train": 100}}``; those ``torchvision_imports.torchvision_keywords`` knows).
+    """
+
+    arch: str  # a key of ARCHITECTURES
+    size: tuple[int, int]
+    batch: int
+    object_sizes: tuple[float, float]
+    device: str = "cpu"
+    precision: str = "fp32"
+    overrides: dict = field(default_factory=dict)
+    num_classes: int = NUM_COCO_LABELS
+
+    def name(self, batch: int | None = None) -> str:
+        """The rows' name: "tv:fasterrcnn_resnet50_fpn 320px b2"."""
+        h, w = self.size
+        size = f"{h}px" if h == w else f"{h}x{w}"
+        return f"tv:{self.arch} {size} b{self.batch if batch is None else batch}"
+
+    def batches(self, count: int = 3, batch: int | None = None) -> list[Batch]:
+        """``count`` synthetic batches of ``batch`` images (default: the setting's); torchvision's labels are
+        detkit's + 1 for all six (91 outputs, background 0)."""
+        return synthetic_batches(size=self.size, batch=self.batch if batch is None else batch,
+                                 num_classes=self.num_classes, object_sizes=self.object_sizes, device=self.device,
+                                 torchvision_label_offset=1, count=count)
+
+
 # the ResNet-50 quick rows: fewer proposals and RoIs and a narrow box head keep a smoke step short
-QUICK_R50_FASTER_RCNN = {"rpn": {"post_nms_top_n_train": 100, "post_nms_top_n_test": 100},
-                         "roi": {"sampling": {"batch_size_per_image": 64}, "representation_size": 256}}
+QUICK_FEWER_ROIS = {"rpn": {"post_nms_top_n_train": 100, "post_nms_top_n_test": 100},
+                    "roi": {"sampling": {"batch_size_per_image": 64}}}
+QUICK_R50_FASTER_RCNN = {**QUICK_FEWER_ROIS, "roi": {**QUICK_FEWER_ROIS["roi"], "representation_size": 256}}
+# the six imports on the CPU: sizes torchvision's 320 px MobileNet works at, a cost two shared cores can afford
+IMPORT_SIZE, IMPORT_BATCH, IMPORT_OBJECTS = (320, 320), 1, (16, 160)
 
 
-def settings(quick: bool, cuda: bool, cpu: bool = True) -> list[Setting]:
-    """The benchmark's settings: CPU rows (the two shapes configs, ResNet-50-FPN at 512 px), then CUDA rows."""
+def import_settings(quick: bool) -> list[ImportSetting]:
+    """The six torchvision architectures on the CPU (quick: 64 px, fewer RoIs on the Faster R-CNN sides)."""
+    if quick:
+        return [ImportSetting(arch, (64, 64), 1, (12, 48), overrides={} if "retinanet" in arch else QUICK_FEWER_ROIS)
+                for arch in ARCHITECTURES]
+    return [ImportSetting(arch, IMPORT_SIZE, IMPORT_BATCH, IMPORT_OBJECTS) for arch in ARCHITECTURES]
+
+
+def settings(quick: bool, cuda: bool, cpu: bool = True) -> list[Setting | ImportSetting]:
+    """The benchmark's settings: CPU rows (the two shapes configs, ResNet-50-FPN at 512 px, torchvision's six
+    imported), then CUDA rows."""
     retina_shapes = ("RetinaNet", "shapes", "configs/retinanet_shapes.yaml", 3)
     faster_shapes = ("Faster R-CNN", "shapes", "configs/faster_rcnn_shapes.yaml", 3)
     retina_r50 = ("RetinaNet", "R50-FPN", "configs/retinanet_r50_fpn_coco.yaml", 80)
     faster_r50 = ("Faster R-CNN", "R50-FPN", "configs/faster_rcnn_r50_fpn_coco.yaml", 80)
-    rows: list[Setting] = []
+    rows: list[Setting | ImportSetting] = []
     if cpu and quick:
         rows += [Setting(*retina_shapes, (64, 64), 2, (8, 32)), Setting(*faster_shapes, (64, 64), 2, (8, 32)),
                  Setting(*retina_r50, (64, 64), 1, (12, 48)),
@@ -98,6 +154,8 @@ def settings(quick: bool, cuda: bool, cpu: bool = True) -> list[Setting]:
     elif cpu:
         rows += [Setting(*retina_shapes, (128, 128), 16, (8, 64)), Setting(*faster_shapes, (128, 128), 16, (8, 64)),
                  Setting(*retina_r50, (512, 512), 2, (16, 256)), Setting(*faster_r50, (512, 512), 2, (16, 256))]
+    if cpu:
+        rows += import_settings(quick)
     if cuda:
         size, batch, objects = ((128, 192), 2, (16, 96)) if quick else ((800, 1333), 8, (32, 512))
         for precision in ("fp32", "bf16"):
@@ -126,15 +184,28 @@ def detkit_model(setting: Setting) -> nn.Module:
     return build_detector(RunConfig(values, setting.config, explicit=True), num_classes=setting.num_classes)
 
 
-def build_pair(setting: Setting) -> tuple[nn.Module, nn.Module]:
-    """(detkit model, torchvision twin) of the setting, on its device, with the same trunk and head weights."""
-    torch.manual_seed(0)
-    ours = detkit_model(setting)
-    theirs = torchvision_twin(ours, setting.size)
+def build_pair(setting: Setting | ImportSetting) -> tuple[nn.Module, nn.Module]:
+    """(detkit model, torchvision model) of the setting, on its device: detkit's config model and its torchvision
+    twin (the same trunk and head weights), or torchvision's architecture and detkit's import (the same weights)."""
+    if isinstance(setting, ImportSetting):
+        ours, theirs = imported_pair(setting.arch, setting.size, setting.overrides)
+    else:
+        torch.manual_seed(0)
+        ours = detkit_model(setting)
+        theirs = torchvision_twin(ours, setting.size)
     return ours.to(setting.device), theirs.to(setting.device)
 
 
-def contenders(ours: nn.Module, theirs: nn.Module, batches: list[Batch], setting: Setting) -> list[Contender]:
+def check_pair(setting: Setting | ImportSetting, ours: nn.Module, theirs: nn.Module, batch: Batch
+               ) -> Check | WeightsCheck:
+    """The pair's check on one batch: ``architecture_check`` of a twin, ``weights_check`` of an import."""
+    if isinstance(setting, ImportSetting):
+        return weights_check(ours, theirs, setting.arch, batch)
+    return architecture_check(ours, theirs, batch)
+
+
+def contenders(ours: nn.Module, theirs: nn.Module, batches: list[Batch],
+               setting: Setting | ImportSetting) -> list[Contender]:
     """detkit's and torchvision's contender: the same batches, the same optimizer (SGD, momentum 0.9)."""
     def call_ours(i: int, training: bool):
         batch = batches[i % len(batches)]
@@ -158,12 +229,12 @@ class Row:
     theirs: float
     ours_mb: float | None
     theirs_mb: float | None
-    check: Check | None  # the pair's architecture check (None when the row failed)
+    check: Check | WeightsCheck | None  # the pair's check (None when the row failed)
     error: str = ""
 
     @property
     def same(self) -> bool:
-        """The pair passed its architecture check."""
+        """The pair passed its check (same architecture; for an import, same weights)."""
         return self.check is not None and self.check.same
 
     @property
@@ -172,12 +243,12 @@ class Row:
         return self.ours / self.theirs
 
 
-def run_setting(setting: Setting, batch: int, warmup: int, steps: int, memory_steps: int,
+def run_setting(setting: Setting | ImportSetting, batch: int, warmup: int, steps: int, memory_steps: int,
                 log: Callable[[str], None]) -> list[Row]:
     """Build the pair, check it, measure inference (weights still identical) then training: two rows, train first."""
     ours, theirs = build_pair(setting)
     batches = setting.batches(batch=batch)
-    check = architecture_check(ours, theirs, batches[0])
+    check = check_pair(setting, ours, theirs, batches[0])
     log(f"{setting.name(batch)}: {check}")
     pair = contenders(ours, theirs, batches, setting)
     rows = []
@@ -188,14 +259,14 @@ def run_setting(setting: Setting, batch: int, warmup: int, steps: int, memory_st
     return rows[::-1]
 
 
-def failed_rows(setting: Setting, batch: int, error: Exception) -> list[Row]:
+def failed_rows(setting: Setting | ImportSetting, batch: int, error: Exception) -> list[Row]:
     """The two rows of a setting that failed, with the error's first line."""
     message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:120]
     return [Row(f"{setting.name(batch)} {phase}", setting.device, math.nan, math.nan, None, None, None, message)
             for phase in ("train", "infer")]
 
 
-def run_with_fallback(setting: Setting, warmup: int, steps: int, memory_steps: int,
+def run_with_fallback(setting: Setting | ImportSetting, warmup: int, steps: int, memory_steps: int,
                       log: Callable[[str], None]) -> list[Row]:
     """``run_setting``; on CUDA, halve the batch until it fits, and report other failures as rows."""
     batch = setting.batch
@@ -220,19 +291,20 @@ def run_with_fallback(setting: Setting, warmup: int, steps: int, memory_steps: i
             batch //= 2
 
 
-HEADER = (f"{'row':<44} {'device':<6} {'detkit img/s':>12} {'tv img/s':>10} {'ratio':>6} "
+NAME_WIDTH = 56  # the longest row name: "tv:fasterrcnn_mobilenet_v3_large_320_fpn 320px b1 train"
+HEADER = (f"{'row':<{NAME_WIDTH}} {'device':<6} {'detkit img/s':>12} {'tv img/s':>10} {'ratio':>6} "
           f"{'detkit peak MB':>14} {'tv peak MB':>10}  same")
 
 
 def format_row(row: Row) -> str:
     """The row's line of the table (under HEADER)."""
     if row.error:
-        return f"{row.name:<44} {row.device:<6} failed: {row.error}"
+        return f"{row.name:<{NAME_WIDTH}} {row.device:<6} failed: {row.error}"
 
     def mb(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.0f}"
 
-    return (f"{row.name:<44} {row.device:<6} {row.ours:>12.1f} {row.theirs:>10.1f} {row.ratio:>6.2f} "
+    return (f"{row.name:<{NAME_WIDTH}} {row.device:<6} {row.ours:>12.1f} {row.theirs:>10.1f} {row.ratio:>6.2f} "
             f"{mb(row.ours_mb):>14} {mb(row.theirs_mb):>10}  {'yes' if row.same else 'NO'}")
 
 
