@@ -14,7 +14,8 @@ def draw(boxes: list[list[int]], labels: list[int]) -> tuple[torch.Tensor, dict]
     image = torch.rand(3, SIZE, SIZE) * 0.3
     for (x1, y1, x2, y2), label in zip(boxes, labels):
         image[:, y1:y2, x1:x2] = COLOURS[label][:, None, None]
-    return image, {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), "labels": torch.tensor(labels, dtype=torch.int64)}
+    return image, {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                   "labels": torch.tensor(labels, dtype=torch.int64)}
 
 
 def synthetic_batch() -> tuple[torch.Tensor, list[dict]]:
@@ -31,7 +32,8 @@ def empty_target() -> dict:
     return {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
 
 
-def train_steps(model: torch.nn.Module, images: torch.Tensor, targets: list[dict], steps: int, lr: float = 2e-3) -> None:
+def train_steps(model: torch.nn.Module, images: torch.Tensor, targets: list[dict], steps: int,
+                lr: float = 2e-3) -> None:
     """AdamW on one fixed batch; the rate drops 10x for the last quarter of the steps to settle the boxes."""
     sizes = [tuple(images.shape[-2:])] * len(targets)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -77,7 +79,8 @@ def detect_on_two_sizes(model: torch.nn.Module) -> tuple[list[dict], list[tuple[
 
 def assert_detections_format(detections: list[dict], sizes: list[tuple[int, int]], max_detections: int,
                              score_threshold: float) -> None:
-    """Per image: boxes (D, 4) float32 inside its (h, w), scores (D,) sorted above the threshold, labels (D,) in 0..K-1."""
+    """Per image: boxes (D, 4) float32 inside its (h, w), scores (D,) sorted above the threshold, labels (D,) in
+    0..K-1."""
     assert len(detections) == len(sizes)
     for detection, (height, width) in zip(detections, sizes):
         assert set(detection) == {"boxes", "scores", "labels"}

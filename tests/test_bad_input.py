@@ -174,7 +174,8 @@ DETECTOR = "model.detector.init_args"
 
 
 @pytest.mark.parametrize("config, args, message", [
-    ("retinanet_shapes.yaml", [f"--{DETECTOR}.matching.fg_iou_threshold", "0.3", f"--{DETECTOR}.matching.bg_iou_threshold", "0.4"],
+    ("retinanet_shapes.yaml",
+     [f"--{DETECTOR}.matching.fg_iou_threshold", "0.3", f"--{DETECTOR}.matching.bg_iou_threshold", "0.4"],
      rf"{DETECTOR}.matching.fg_iou_threshold \(0.3\) must be >= {DETECTOR}.matching.bg_iou_threshold \(0.4\)"),
     ("retinanet_shapes.yaml", [f"--{DETECTOR}.matching.fg_iou_threshold", "1.2"],
      rf"{DETECTOR}.matching.fg_iou_threshold must lie in \[0, 1\], got 1.2"),
@@ -302,7 +303,8 @@ def test_second_evaluation_keeps_the_first_results(first_run, tmp_path):
     first = evaluate(["--checkpoint", checkpoint, "--results", str(results)])
     written = results.read_bytes()
     # another score threshold: other results, which must not replace the first ones
-    second = evaluate(["--checkpoint", checkpoint, "--results", str(results), f"--{DETECTOR}.inference.score_threshold", "0.5"])
+    second = evaluate(["--checkpoint", checkpoint, "--results", str(results),
+                       f"--{DETECTOR}.inference.score_threshold", "0.5"])
     assert results.read_bytes() == written and len(json.loads(written)) == first.num_detections
     assert len(json.loads((tmp_path / "results-v1.json").read_text())) == second.num_detections < first.num_detections
 

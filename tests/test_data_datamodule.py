@@ -115,7 +115,8 @@ def test_train_and_val_categories_must_match(small_shapes, tmp_path):
     (tmp_path / "val.json").write_text(json.dumps(val))
     paths = {**shapes_paths(small_shapes), "val_annotations": str(tmp_path / "val.json")}
     module = DetectionDataModule(**paths)
-    with pytest.raises(ValueError, match=r"data.val_annotations: categories of .*val.json .*star.* differ from .*instances_train.json"):
+    with pytest.raises(ValueError, match=r"data.val_annotations: categories of .*val.json .*star.* "
+                                         r"differ from .*instances_train.json"):
         module.setup("fit")
 
 
@@ -129,7 +130,7 @@ def test_config_errors_name_the_key(small_shapes):
         DetectionDataModule(**paths, batch_size=0)
     missing = {**paths, "val_annotations": "/nonexistent/val.json"}
     with pytest.raises(FileNotFoundError, match="data.val_annotations: /nonexistent/val.json"):
-        DetectionDataModule(**missing).num_classes
+        _ = DetectionDataModule(**missing).num_classes  # the property reads the annotation files: it raises
 
 
 def test_builds_from_a_yaml_config_with_jsonargparse(small_shapes):
@@ -165,5 +166,6 @@ def test_train_loader_resumes_mid_epoch_batch_for_batch(small_shapes):
     rest = list(iterator)
     resumed = make()
     resumed.load_state_dict(state)
-    assert [[t["image_id"] for t in b["targets"]] for b in resumed] == [[t["image_id"] for t in b["targets"]] for b in rest]
+    assert ([[t["image_id"] for t in b["targets"]] for b in resumed]
+            == [[t["image_id"] for t in b["targets"]] for b in rest])
     assert len(rest) == len(loader) - 2

@@ -28,7 +28,8 @@ def test_same_seed_same_bytes_and_different_seed_differs(tmp_path):
         a = (tmp_path / "a" / f"instances_{split}.json").read_bytes()
         assert a == (tmp_path / "b" / f"instances_{split}.json").read_bytes()
         assert a != (tmp_path / "c" / f"instances_{split}.json").read_bytes()
-    assert (tmp_path / "a/images/train_000003.png").read_bytes() == (tmp_path / "b/images/train_000003.png").read_bytes()
+    assert ((tmp_path / "a/images/train_000003.png").read_bytes()
+            == (tmp_path / "b/images/train_000003.png").read_bytes())
 
 
 def test_process_pool_gives_the_same_output(tmp_path):

@@ -109,7 +109,8 @@ def test_unknown_and_malformed_specs_name_the_problem():
         build_transforms(True, 64, 64, [{"type": "HorizontalFlip"}, {"type": "HorizontalFlipp"}])
     with pytest.raises(ValueError, match=r"augmentations\[0\]: each augmentation must be a dict with a 'type'"):
         build_transforms(True, 64, 64, ["HorizontalFlip"])
-    with pytest.raises(ValueError, match=r"augmentations\[0\]: cannot build HorizontalFlip.*'probability' are not valid"):
+    with pytest.raises(ValueError,
+                       match=r"augmentations\[0\]: cannot build HorizontalFlip.*'probability' are not valid"):
         build_transforms(True, 64, 64, [{"type": "HorizontalFlip", "probability": 0.5}])
     with pytest.raises(ValueError, match="unknown albumentations transform .to_tensor."):
         build_augmentation({"type": "to_tensor"})

@@ -44,9 +44,12 @@ def test_conversion_hand_computed(voc_root):
     assert names == list(voc.VOC_CLASSES)  # all found names are VOC classes: the standard 20, ids 1..20
     ids = {c["name"]: c["id"] for c in data["categories"]}
     assert data["annotations"] == [
-        {"id": 1, "image_id": 1, "category_id": ids["person"], "bbox": [10.0, 1.0, 10.0, 9.0], "area": 90.0, "iscrowd": 0},
-        {"id": 2, "image_id": 2, "category_id": ids["dog"], "bbox": [0.0, 0.0, 10.0, 20.0], "area": 200.0, "iscrowd": 0},
-        {"id": 3, "image_id": 2, "category_id": ids["cat"], "bbox": [4.0, 5.0, 11.0, 11.0], "area": 121.0, "iscrowd": 1},
+        {"id": 1, "image_id": 1, "category_id": ids["person"], "bbox": [10.0, 1.0, 10.0, 9.0], "area": 90.0,
+         "iscrowd": 0},
+        {"id": 2, "image_id": 2, "category_id": ids["dog"], "bbox": [0.0, 0.0, 10.0, 20.0], "area": 200.0,
+         "iscrowd": 0},
+        {"id": 3, "image_id": 2, "category_id": ids["cat"], "bbox": [4.0, 5.0, 11.0, 11.0], "area": 121.0,
+         "iscrowd": 1},
     ]
 
 

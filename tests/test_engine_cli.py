@@ -48,7 +48,8 @@ def test_custom_recipe_with_a_local_pretrained_trunk(config, shapes_root, tmp_pa
     torch.save(state, tmp_path / "resnet18.pth")
     cli = build(config, shapes_root, tmp_path, "--model.detector.init_args.backbone.name", "resnet18",
                 "--model.detector.init_args.backbone.weights", str(tmp_path / "resnet18.pth"),
-                "--model.detector.init_args.backbone.norm", "frozen_bn", "--model.detector.init_args.backbone.trainable_layers", "3")
+                "--model.detector.init_args.backbone.norm", "frozen_bn",
+                "--model.detector.init_args.backbone.trainable_layers", "3")
     body = cli.model.detector.backbone.body
     assert torch.equal(body.layers[2][0].conv1.weight, state["layer3.0.conv1.weight"])
     assert torch.equal(body.stem[0].weight, state["conv1.weight"]) and not body.stem[0].weight.requires_grad
@@ -65,13 +66,15 @@ def test_coco_recipes_keep_the_standard_schedule(shapes_root, tmp_path):
 
 def test_command_line_overrides_any_key(shapes_root, tmp_path):
     cli = build("retinanet_shapes.yaml", shapes_root, tmp_path, "--model.lr", "0.0123",
-                "--model.detector.init_args.matching.fg_iou_threshold", "0.6", "--data.batch_size", "3", "--trainer.max_epochs", "7")
+                "--model.detector.init_args.matching.fg_iou_threshold", "0.6", "--data.batch_size", "3",
+                "--trainer.max_epochs", "7")
     assert cli.model.hparams.lr == 0.0123
     assert cli.model.detector.dense.matcher.high_threshold == 0.6
     assert cli.datamodule.batch_size == 3 and cli.trainer.max_epochs == 7
 
 
-@pytest.mark.parametrize("bad_key", ["--model.lrr", "--model.detector.init_args.matching.fg_iou_treshold", "--data.batchsize"])
+@pytest.mark.parametrize("bad_key",
+                         ["--model.lrr", "--model.detector.init_args.matching.fg_iou_treshold", "--data.batchsize"])
 def test_unknown_key_is_an_error_naming_it(bad_key, shapes_root, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build("retinanet_shapes.yaml", shapes_root, tmp_path, bad_key, "1")

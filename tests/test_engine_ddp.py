@@ -33,7 +33,8 @@ def test_two_processes_train_and_evaluate_like_one(shapes_root, tmp_path):
     run_dir = "retinanet_shapes/version_0/checkpoints/last.ckpt"
     expected, got = load(tmp_path / "one" / run_dir), load(tmp_path / "two" / run_dir)
     assert got["global_step"] == expected["global_step"] == 4
-    initial = DetectionCLI(run=False, args=train_command(shapes_root, tmp_path / "init", *ROOT_ARGS)[2:]).model.state_dict()
+    initial = DetectionCLI(run=False,
+                           args=train_command(shapes_root, tmp_path / "init", *ROOT_ARGS)[2:]).model.state_dict()
     moved = 0
     for name, value in expected["state_dict"].items():
         torch.testing.assert_close(got["state_dict"][name], value, rtol=1e-4, atol=1e-6, msg=name)
@@ -48,4 +49,5 @@ def test_two_processes_train_and_evaluate_like_one(shapes_root, tmp_path):
                   "ddp", "--results", str(tmp_path / "double.json")])
     assert single.returncode == 0 and double.returncode == 0, (single.stderr[-2000:], double.stderr[-2000:])
     assert len(summary_numbers(single.stdout)) == 12
-    assert summary_numbers(double.stdout) == summary_numbers(single.stdout), (single.stdout[-2500:], double.stdout[-2500:])
+    assert summary_numbers(double.stdout) == summary_numbers(single.stdout), (single.stdout[-2500:],
+                                                                               double.stdout[-2500:])

@@ -195,7 +195,8 @@ TINY = dict(num_classes=3, backbone=Backbone(name="tiny", norm="bn", trainable_l
 
 
 def small_retinanet(**groups) -> RetinaNet:
-    return RetinaNet(**TINY, anchors=Anchors(sizes=(16, 32, 64), scales=OCTAVE_SCALES), head=DenseHead(depth=1), **groups)
+    return RetinaNet(**TINY, anchors=Anchors(sizes=(16, 32, 64), scales=OCTAVE_SCALES), head=DenseHead(depth=1),
+                     **groups)
 
 
 def small_faster_rcnn(**groups) -> FasterRCNN:

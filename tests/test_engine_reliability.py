@@ -45,7 +45,8 @@ def test_kill_9_during_saves_leaves_a_loadable_checkpoint(tmp_path):
     path = tmp_path / "last.ckpt"
     code = ("import sys; from detkit.atomic_io import save_atomically; import torch\n"
             "for step in range(10**6):\n"
-            f"    save_atomically({{'global_step': step, 'state_dict': {{'w': torch.full((8_000_000,), float(step))}}}}, {str(path)!r})\n")
+            "    save_atomically({'global_step': step, "
+            f"'state_dict': {{'w': torch.full((8_000_000,), float(step))}}}}, {str(path)!r})\n")
     child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     try:
         deadline = time.monotonic() + 120
@@ -92,7 +93,8 @@ def test_nan_losses_beyond_the_patience_stop_with_the_step_and_the_terms(shapes_
     with pytest.raises(SystemExit, match=r"step 3: non-finite loss \(cls=nan, box=nan\); 2 batch\(es\) in a row.*"
                                          r"model\.nonfinite_patience=1"):
         train(arguments)
-    checkpoint = tmp_path / "retinanet_shapes" / "version_0" / "checkpoints" / "last.ckpt"  # every_n_steps 3: step 3 skipped
+    # every_n_steps 3: step 3 skipped
+    checkpoint = tmp_path / "retinanet_shapes" / "version_0" / "checkpoints" / "last.ckpt"
     if checkpoint.exists():
         saved = torch.load(checkpoint, weights_only=True)["state_dict"]
         assert all(torch.isfinite(value).all() for value in saved.values() if value.is_floating_point())

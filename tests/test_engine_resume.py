@@ -25,7 +25,8 @@ STEPS, KILL_AT, EVERY = 20, 13, 3  # 8 steps an epoch: the kill is mid-epoch 1, 
 
 def train_command(root: Path, save_dir: Path, *extra: str) -> list[str]:
     data = data_args(root)
-    return [sys.executable, str(ROOT / "tools" / "train.py"), "--config", str(ROOT / "configs" / "retinanet_shapes.yaml"),
+    return [sys.executable, str(ROOT / "tools" / "train.py"),
+            "--config", str(ROOT / "configs" / "retinanet_shapes.yaml"),
             *data, "--data.batch_size", "4", "--data.min_size", "64", "--data.max_size", "64",
             "--model.detector.init_args.fpn.channels", "16", "--model.warmup_steps", "3", "--budget.minutes", "null",
             "--trainer.max_epochs", "null", "--trainer.max_steps", str(STEPS), "--trainer.check_val_every_n_epoch", "1",
@@ -69,7 +70,8 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(shapes_root
     for name, value in expected["state_dict"].items():
         assert torch.equal(value, got["state_dict"][name]), name
     # the val AP at every epoch end and after the last step, the crashed run's history kept, nothing twice
-    reference_ap = [(r["step"], r["val/AP"]) for r in val_rows(tmp_path / "reference" / "retinanet_shapes" / "version_0")]
+    reference_ap = [(r["step"], r["val/AP"])
+                    for r in val_rows(tmp_path / "reference" / "retinanet_shapes" / "version_0")]
     assert [(r["step"], r["val/AP"]) for r in val_rows(run_dir)] == reference_ap
     assert len(reference_ap) == 4  # epochs 1, 2 (steps 7, 15), the stop at step 20 and its final validation
 

@@ -79,7 +79,8 @@ def test_imbalance_arm_gives_bce_the_background_share_of_focal_loss(shapes_root)
     extra = tuple(data_args(shapes_root))
     arm = next(a for a in STUDIES["imbalance"].build(STUDIES["imbalance"].quick, extra).arms
                if a.name == "bce_background_weighted")
-    weight = float(dict(zip(arm.overrides[::2], arm.overrides[1::2]))["--model.detector.init_args.loss.background_weight"])
+    overrides = dict(zip(arm.overrides[::2], arm.overrides[1::2]))
+    weight = float(overrides["--model.detector.init_args.loss.background_weight"])
     stats, _ = initial_imbalance(RETINANET, extra)
     p, k = stats.prior, stats.num_classes  # the summed BCE loss of each kind of anchor, at the prior, by hand
     background = stats.background * k * -math.log(1 - p)
@@ -129,7 +130,8 @@ def test_runner_tabulates_each_arm_and_reports_a_failed_one(shapes_root, tmp_pat
     assert (f"| working arm | {record['stats']['AP']:.3f} | {record['stats']['AP50']:.3f} | 2 | "
             f"{coverage['no_positive']} of {coverage['objects']} (" in markdown)
     assert "| failing arm | **failed** (see below) |" in markdown and failed["error"] in markdown
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=SOURCE_CHECKOUT, capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=SOURCE_CHECKOUT, capture_output=True,
+                          text=True).stdout.strip()
     assert f"commit: `{head}" in markdown and "`python tools/experiment.py toy`" in markdown
     assert Image.open(out / "plot.png").size == (3 * 650, 480)  # three panels
 

@@ -232,7 +232,7 @@ def test_annotate_draws_each_box_in_its_class_colour(tmp_path):
     prediction = detkit.load(checkpoint, config=config, device="cpu").predict(image)[0]
     drawn = annotate(image, prediction)
     assert drawn.shape == image.shape and not np.array_equal(drawn, image)
-    for (x1, y1, x2, y2), label in zip(prediction.boxes.int().tolist(), prediction.labels.tolist()):
+    for (x1, y1, _x2, y2), label in zip(prediction.boxes.int().tolist(), prediction.labels.tolist()):
         assert tuple(drawn[(y1 + y2) // 2, x1]) == class_colour(label)  # the left edge, below the caption
 
 

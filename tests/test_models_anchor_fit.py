@@ -65,8 +65,9 @@ def test_fit_reaches_objects_the_default_anchors_miss():
 
 def test_fit_keeps_the_configured_scales_and_fits_ratios():
     boxes = [torch.tensor([[10.0, 10.0, 50.0, 30.0]] * 5 + [[10.0, 10.0, 30.0, 50.0]] * 5)]
-    fitted = DenseAnchorStage(strides=[8, 16, 32], anchors=Anchors(sizes="auto", scales=(1.0, 1.5), aspect_ratios="auto",
-                                                                   num_aspect_ratios=2),
+    fitted = DenseAnchorStage(strides=[8, 16, 32],
+                              anchors=Anchors(sizes="auto", scales=(1.0, 1.5), aspect_ratios="auto",
+                                              num_aspect_ratios=2),
                               matching=Matching(0.5, 0.4, True), box_loss="l1")
     base_sizes, ratios = fit_anchors(fitted, [(320, 320)], boxes, [torch.zeros(10, dtype=torch.long)])
     fitted.set_anchors(base_sizes, ratios)
@@ -89,7 +90,8 @@ def test_fit_weighs_every_class_alike():
 
 def test_the_checkpoint_carries_fitted_anchors():
     options = dict(num_classes=2, backbone=Backbone(name="tiny"), fpn=Pyramid(channels=16, extra_levels=0),
-                   anchors=Anchors(sizes="auto", scales=(1.0, 1.25, 1.5), aspect_ratios="auto"), head=DenseHead(depth=1))
+                   anchors=Anchors(sizes="auto", scales=(1.0, 1.25, 1.5), aspect_ratios="auto"),
+                   head=DenseHead(depth=1))
     trained = RetinaNet(**options)
     assert trained.dense.needs_fit and trained.dense.aspect_ratios.tolist() == [0.5, 1.0, 2.0]
     fitted_sizes = tuple(tuple(5.0 * s * k for k in (1.0, 1.25, 1.5)) for s in (8, 16, 32))
@@ -100,7 +102,8 @@ def test_the_checkpoint_carries_fitted_anchors():
     assert loaded.dense.anchor_generator.sizes == trained.dense.anchor_generator.sizes == fitted_sizes
     assert torch.equal(loaded.dense.image_anchors((64, 64)), trained.dense.image_anchors((64, 64)))
     assert not torch.equal(loaded.dense.image_anchors((64, 64)), RetinaNet(**options).dense.image_anchors((64, 64)))
-    frcnn = FasterRCNN(num_classes=2, backbone=Backbone(name="tiny"), fpn=Pyramid(min_level=3, channels=16, extra_levels=0),
+    frcnn = FasterRCNN(num_classes=2, backbone=Backbone(name="tiny"),
+                       fpn=Pyramid(min_level=3, channels=16, extra_levels=0),
                        anchors=Anchors(sizes="auto"), roi=RoIHead(representation_size=32))
     assert frcnn.rpn.dense.needs_fit and frcnn.rpn.dense.anchor_sizes[:, 0].tolist() == [32.0, 64.0, 128.0]
 
@@ -117,7 +120,8 @@ def cli_args(root: Path, tmp_path: Path, config: str, *extra: str) -> list[str]:
             for kind, name in (("images", "images"), ("annotations", f"instances_{split}.json"))]
     return ["--config", str(CONFIGS / config), *data, "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
             "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "1", "--budget.minutes", "null",
-            "--data.batch_size", "4", "--model.warmup_steps", "1", "--model.detector.init_args.fpn.channels", "16", *extra]
+            "--data.batch_size", "4", "--model.warmup_steps", "1", "--model.detector.init_args.fpn.channels", "16",
+            *extra]
 
 
 @pytest.mark.usefixtures("one_thread")

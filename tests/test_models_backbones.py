@@ -23,14 +23,16 @@ def test_tiny_backbone_levels_and_strides():
 def test_resnet18_levels_channels_and_frozen_layers():
     backbone = ResNetBackbone("resnet18", norm="bn", return_levels=(2, 3, 4, 5), trainable_layers=3).eval()
     assert backbone.strides == [4, 8, 16, 32] and backbone.out_channels == [64, 128, 256, 512]
-    assert shapes(backbone(torch.rand(1, 3, 64, 64))) == [(1, 64, 16, 16), (1, 128, 8, 8), (1, 256, 4, 4), (1, 512, 2, 2)]
+    assert shapes(backbone(torch.rand(1, 3, 64, 64))) == [(1, 64, 16, 16), (1, 128, 8, 8), (1, 256, 4, 4),
+                                                          (1, 512, 2, 2)]
     # trainable_layers=3: layer4, layer3, layer2 train; layer1 and the stem are frozen
     assert not any(p.requires_grad for p in backbone.stem.parameters())
     assert not any(p.requires_grad for p in backbone.layers[0].parameters())
     assert all(p.requires_grad for layer in backbone.layers[1:] for p in layer.parameters())
 
 
-@pytest.mark.parametrize("norm, norm_type", [("bn", nn.BatchNorm2d), ("frozen_bn", FrozenBatchNorm2d), ("gn", nn.GroupNorm)])
+@pytest.mark.parametrize("norm, norm_type",
+                         [("bn", nn.BatchNorm2d), ("frozen_bn", FrozenBatchNorm2d), ("gn", nn.GroupNorm)])
 def test_norm_is_selectable(norm, norm_type):
     for backbone in (build_backbone("tiny", norm=norm), build_backbone("resnet18", norm=norm)):
         norms = [m for m in backbone.modules() if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d, nn.GroupNorm))]
@@ -86,7 +88,8 @@ def test_fpn_levels_strides_and_extra_levels():
 def test_feature_pyramid_top_down_path_carries_coarse_information():
     """Changing only the coarsest backbone map changes the finest pyramid level (the top-down path works)."""
     torch.manual_seed(0)
-    pyramid = FeaturePyramid(backbone=Backbone(name="tiny", norm="bn"), fpn=Pyramid(min_level=3, channels=16, extra_levels=0)).eval()
+    pyramid = FeaturePyramid(backbone=Backbone(name="tiny", norm="bn"),
+                             fpn=Pyramid(min_level=3, channels=16, extra_levels=0)).eval()
     assert pyramid.strides == [8, 16, 32]
     body, fpn = pyramid.body, pyramid.fpn
     features = body(torch.rand(1, 3, 64, 64))

@@ -38,7 +38,8 @@ def test_overfits_a_few_images():
         iou = box_iou(top_boxes, target["boxes"]) * (top_labels[:, None] == target["labels"][None, :])  # (N, N)
         best_iou, best_gt = iou.max(1)
         assert sorted(best_gt.tolist()) == list(range(num_objects)), f"duplicates or misses: IoU {iou.tolist()}"
-        assert (best_iou > 0.7).all(), f"IoU {best_iou.tolist()} of {top_boxes.tolist()} with {target['boxes'].tolist()}"
+        assert (best_iou > 0.7).all(), (f"IoU {best_iou.tolist()} of {top_boxes.tolist()} "
+                                        f"with {target['boxes'].tolist()}")
         assert (detection["scores"][:num_objects] > 0.5).all()
 
 
@@ -62,7 +63,8 @@ def test_training_returns_the_four_named_losses_and_empty_images_train():
 def test_other_box_losses_train(box_loss):
     torch.manual_seed(0)
     images, targets = synthetic_batch()
-    model = small_model(rpn=Proposals(**SMALL_RPN, box_loss=box_loss), roi=RoIHead(**SMALL_ROI, box_loss=box_loss)).train()
+    model = small_model(rpn=Proposals(**SMALL_RPN, box_loss=box_loss),
+                        roi=RoIHead(**SMALL_ROI, box_loss=box_loss)).train()
     losses = model(images, [(SIZE, SIZE)] * 4, targets)
     sum(losses.values()).backward()
     assert all(torch.isfinite(value) for value in losses.values()) and losses["roi_box"] > 0
@@ -70,7 +72,8 @@ def test_other_box_losses_train(box_loss):
 
 def test_detections_format_in_each_images_pixels():
     # an untrained classifier gives every class ~1 / (K + 1) > 0.05: there are detections to check
-    detections, sizes = detect_on_two_sizes(small_model(inference=Inference(detections_per_image=30, score_threshold=0.05)))
+    model = small_model(inference=Inference(detections_per_image=30, score_threshold=0.05))
+    detections, sizes = detect_on_two_sizes(model)
     assert_detections_format(detections, sizes, max_detections=30, score_threshold=0.05)
 
 
@@ -83,7 +86,8 @@ def test_extra_levels_feed_the_rpn_only():
 
 
 def test_bad_configuration_names_the_key():
-    with pytest.raises(ValueError, match=r"model\.detector\.init_args\.anchors\.sizes must give one size per pyramid level"):
+    with pytest.raises(ValueError,
+                       match=r"model\.detector\.init_args\.anchors\.sizes must give one size per pyramid level"):
         small_model(anchors=Anchors(sizes=(16, 32)))
     with pytest.raises(ValueError, match=r"init_args\.roi\.box_loss must be one of"):
         small_model(roi=RoIHead(box_loss="iou"))

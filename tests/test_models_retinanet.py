@@ -100,11 +100,13 @@ def test_low_quality_matches_make_each_objects_best_anchor_positive():
     # positive for it; with them its best anchor is
     target = {"boxes": torch.tensor([[40.0, 20.0, 46.0, 60.0]]), "labels": torch.tensor([1])}
     anchors_of = lambda model: anchors_and_outputs(model, torch.zeros(1, 3, SIZE, SIZE))[0]  # noqa: E731
-    strict = small_model(matching=Matching(allow_low_quality_matches=False), anchors=Anchors(sizes=(16, 32, 64), scales=OCTAVE_SCALES, aspect_ratios=(1.0,)))
+    strict = small_model(matching=Matching(allow_low_quality_matches=False),
+                         anchors=Anchors(sizes=(16, 32, 64), scales=OCTAVE_SCALES, aspect_ratios=(1.0,)))
     anchors = anchors_of(strict)
     assert torchvision.ops.box_iou(target["boxes"], anchors).max() < 0.4
     assert (strict.dense.match(anchors, [target]) >= 0).sum() == 0
-    lenient = small_model(matching=Matching(allow_low_quality_matches=True), anchors=Anchors(sizes=(16, 32, 64), scales=OCTAVE_SCALES, aspect_ratios=(1.0,)))
+    lenient = small_model(matching=Matching(allow_low_quality_matches=True),
+                          anchors=Anchors(sizes=(16, 32, 64), scales=OCTAVE_SCALES, aspect_ratios=(1.0,)))
     matched = lenient.dense.match(anchors, [target])[0]
     best = torchvision.ops.box_iou(target["boxes"], anchors)[0]
     assert torch.equal(torch.nonzero(matched >= 0).squeeze(1), torch.nonzero(best == best.max()).squeeze(1))
@@ -149,14 +151,17 @@ def test_classifier_starts_at_the_prior_probability():
 
 def test_detections_format_in_each_images_pixels():
     # an untrained classifier scores every anchor ~0.01 > 0.005: there are detections to check
-    detections, sizes = detect_on_two_sizes(small_model(inference=Inference(detections_per_image=30, score_threshold=0.005)))
+    model = small_model(inference=Inference(detections_per_image=30, score_threshold=0.005))
+    detections, sizes = detect_on_two_sizes(model)
     assert_detections_format(detections, sizes, max_detections=30, score_threshold=0.005)
 
 
 def test_bad_configuration_names_the_key():
-    with pytest.raises(ValueError, match=r"model\.detector\.init_args\.anchors\.sizes must give one size per pyramid level"):
+    with pytest.raises(ValueError,
+                       match=r"model\.detector\.init_args\.anchors\.sizes must give one size per pyramid level"):
         small_model(anchors=Anchors(sizes=(16, 32)))
-    with pytest.raises(ValueError, match=r"init_args\.matching\.fg_iou_threshold \(0\.3\) must be >= .*bg_iou_threshold"):
+    with pytest.raises(ValueError,
+                       match=r"init_args\.matching\.fg_iou_threshold \(0\.3\) must be >= .*bg_iou_threshold"):
         small_model(matching=Matching(0.3, 0.4))
     with pytest.raises(ValueError, match=r"init_args\.loss\.box_loss must be one of"):
         small_model(loss=DenseLoss(box_loss="iou"))

@@ -15,8 +15,8 @@ IMAGE_SIZES = [(64, 80), (50, 70)]  # batch padded to 64 x 80
 
 def make_heads(inference: Inference = Inference(), **settings) -> RoIHeads:
     """RoI heads on two levels; ``settings`` replace ``RoIHead`` keys."""
-    return RoIHeads(in_channels=4, strides=STRIDES, num_classes=K, settings=RoIHead(**({"representation_size": 32} | settings)),
-                    inference=inference)
+    return RoIHeads(in_channels=4, strides=STRIDES, num_classes=K,
+                    settings=RoIHead(**({"representation_size": 32} | settings)), inference=inference)
 
 
 def make_features(seed: int = 0) -> list[torch.Tensor]:
@@ -49,7 +49,8 @@ def test_sampler_keeps_the_positive_share_and_labels_background_as_k():
     empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
     heads = make_heads(sampling=Sampling(512, 0.25)).train()
     torch.manual_seed(0)
-    rois, class_targets, box_targets = heads.select_training_samples([many_positive, few_positive, far[:100]], [target, target, empty])
+    rois, class_targets, box_targets = heads.select_training_samples([many_positive, few_positive, far[:100]],
+                                                                     [target, target, empty])
 
     counts = [(int((c < K).sum()), int((c == K).sum())) for c in class_targets]
     # 512 * 0.25 = 128 of the 302 positives (gt boxes appended); all 12 = 10 + 2 gt when fewer; no gt: all background
@@ -115,12 +116,14 @@ def test_pooler_uses_the_strides_not_a_guess_from_image_sizes():
     generator = torch.Generator().manual_seed(0)
     features = {str(i): torch.randn(1, 2, 128 // s, 128 // s, generator=generator) for i, s in enumerate([8, 16, 32])}
     # sqrt(area) 20 -> level floor(4 + log2(20/56)) = 2, clamped to 3; 56 -> 4; 112 -> 5; 300 -> 6, clamped to 5
-    boxes = torch.tensor([[5.0, 5.0, 25.0, 25.0], [10.0, 20.0, 66.0, 76.0], [8.0, 8.0, 120.0, 120.0], [0.0, 0.0, 300.0, 300.0]])
+    boxes = torch.tensor([[5.0, 5.0, 25.0, 25.0], [10.0, 20.0, 66.0, 76.0], [8.0, 8.0, 120.0, 120.0],
+                          [0.0, 0.0, 300.0, 300.0]])
     expected_level = [0, 1, 2, 2]
     # a 65 px image padded to 128: torchvision's own guess would take the stride-8 map for stride 4
     pooled = pooler(features, [boxes], [(65, 65)])
     for row, level in enumerate(expected_level):
-        expected = roi_align(features[str(level)], [boxes[row : row + 1]], 7, spatial_scale=1 / [8, 16, 32][level], sampling_ratio=2)
+        expected = roi_align(features[str(level)], [boxes[row : row + 1]], 7, spatial_scale=1 / [8, 16, 32][level],
+                             sampling_ratio=2)
         torch.testing.assert_close(pooled[row : row + 1], expected)
     guessing = MultiScaleRoIAlign(["0", "1", "2"], 7, 2, canonical_scale=56)
     assert not torch.allclose(guessing(features, [boxes], [(65, 65)]), pooled)

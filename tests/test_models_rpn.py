@@ -18,7 +18,8 @@ IMAGE_SIZES = [(64, 80), (50, 70)]  # batch padded to 64 x 80
 def make_rpn(anchors: Anchors = Anchors(sizes=(16, 32)), **settings) -> RegionProposalNetwork:
     """An RPN on two levels; ``settings`` replace ``Proposals`` keys."""
     options = dict(pre_nms_top_n_test=30, post_nms_top_n_test=20, pre_nms_top_n_train=12, post_nms_top_n_train=7)
-    return RegionProposalNetwork(in_channels=8, strides=STRIDES, anchors=anchors, settings=Proposals(**(options | settings)))
+    return RegionProposalNetwork(in_channels=8, strides=STRIDES, anchors=anchors,
+                                 settings=Proposals(**(options | settings)))
 
 
 def make_features(seed: int = 0) -> list[torch.Tensor]:
@@ -43,9 +44,11 @@ def test_proposals_equal_torchvision_filter_proposals(training):
     anchors = rpn.dense.anchor_generator([tuple(f.shape[-2:]) for f in features], STRIDES)
     boxes, scores = rpn.select_proposals(logits, deltas, anchors, IMAGE_SIZES)
 
-    oracle = TorchvisionRPN(None, None, 0.7, 0.3, 256, 0.5, dict(training=12, testing=30), dict(training=7, testing=20), 0.7)
+    oracle = TorchvisionRPN(None, None, 0.7, 0.3, 256, 0.5, dict(training=12, testing=30), dict(training=7, testing=20),
+                            0.7)
     oracle.train(training)
-    decoded = tv_utils.BoxCoder((1.0, 1.0, 1.0, 1.0)).decode_single(torch.cat(deltas, 1).reshape(-1, 4), torch.cat(anchors).repeat(2, 1))
+    decoded = tv_utils.BoxCoder((1.0, 1.0, 1.0, 1.0)).decode_single(torch.cat(deltas, 1).reshape(-1, 4),
+                                                                    torch.cat(anchors).repeat(2, 1))
     expected_boxes, expected_scores = oracle.filter_proposals(decoded.view(2, -1, 4), torch.cat(logits, 1), IMAGE_SIZES,
                                                               [len(a) for a in anchors])
     top_n = 7 if training else 20
@@ -77,7 +80,8 @@ def test_losses_equal_hand_computation_and_empty_image_only_adds_background():
     rpn = make_rpn().train()
     zero_head(rpn)
     gt = torch.tensor([[8.0, 8.0, 30.0, 26.0], [30.0, 20.0, 62.0, 52.0]])
-    targets = [{"boxes": gt, "labels": torch.tensor([0, 1])}, {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+    targets = [{"boxes": gt, "labels": torch.tensor([0, 1])},
+               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
     _, losses = rpn(make_features(), IMAGE_SIZES, targets)
 
     anchors = torch.cat(rpn.dense.anchor_generator([(8, 10), (4, 5)], STRIDES))  # (N, 4)
@@ -87,7 +91,8 @@ def test_losses_equal_hand_computation_and_empty_image_only_adds_background():
     assert 0 < num_positive <= 128 and num_negative >= 256  # every positive is sampled: no randomness below
     num_sampled = 256 + 256  # image 1: all positives + negatives up to 256; image 2: 256 background anchors
     target_deltas = tv_utils.BoxCoder((1.0, 1.0, 1.0, 1.0)).encode_single(gt[matched[positive]], anchors[positive])
-    expected_box = F.smooth_l1_loss(torch.zeros_like(target_deltas), target_deltas, beta=1 / 9, reduction="sum") / num_sampled
+    expected_box = F.smooth_l1_loss(torch.zeros_like(target_deltas), target_deltas, beta=1 / 9,
+                                    reduction="sum") / num_sampled
     torch.testing.assert_close(losses["rpn_objectness"], torch.tensor(math.log(2.0)))  # BCE of logit 0 on any target
     torch.testing.assert_close(losses["rpn_box"], expected_box)
 

@@ -31,7 +31,8 @@ def test_two_by_two_map_hand_computed():
 def test_non_square_map_is_row_major():
     (anchors,) = AnchorGenerator(((2,),), ((1.0,),))([(2, 3)], [10])  # H = 2 rows, W = 3 columns
     centres = (anchors[:, :2] + anchors[:, 2:]) / 2
-    assert torch.equal(centres, torch.tensor([[0.0, 0.0], [10.0, 0.0], [20.0, 0.0], [0.0, 10.0], [10.0, 10.0], [20.0, 10.0]]))
+    assert torch.equal(centres, torch.tensor([[0.0, 0.0], [10.0, 0.0], [20.0, 0.0],
+                                              [0.0, 10.0], [10.0, 10.0], [20.0, 10.0]]))
 
 
 def test_sizes_and_ratios_up_to_rounding():

@@ -120,7 +120,8 @@ def test_gradients_equal_torchvision():
     boxes1 = random_boxes(6, generator).double().requires_grad_()
     boxes2 = random_boxes(5, generator).double()
     boxes2[:, 2:] += 300  # overlap everywhere, so the gradients are not all zero
-    for ours, theirs in [(box_iou, torchvision.ops.box_iou), (generalized_box_iou, torchvision.ops.generalized_box_iou)]:
+    for ours, theirs in [(box_iou, torchvision.ops.box_iou),
+                         (generalized_box_iou, torchvision.ops.generalized_box_iou)]:
         weights = torch.rand(6, 5, generator=generator, dtype=torch.float64)
         (grad,) = torch.autograd.grad((ours(boxes1, boxes2) * weights).sum(), boxes1)
         (expected,) = torch.autograd.grad((theirs(boxes1, boxes2) * weights).sum(), boxes1)
@@ -139,7 +140,8 @@ def test_clip_boxes_to_image():
     assert torch.equal(clip_boxes_to_image(boxes, (40, 20)), expected)
     generator = torch.Generator().manual_seed(3)
     batched = random_boxes(24, generator).view(2, 12, 4) - 100  # (B, N, 4): leading dims are fine
-    assert torch.equal(clip_boxes_to_image(batched, (500, 300)), torchvision.ops.clip_boxes_to_image(batched, (500, 300)))
+    assert torch.equal(clip_boxes_to_image(batched, (500, 300)),
+                       torchvision.ops.clip_boxes_to_image(batched, (500, 300)))
 
 
 def test_remove_small_boxes():

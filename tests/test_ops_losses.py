@@ -35,8 +35,8 @@ def test_hand_computed_values():
     torch.testing.assert_close(sigmoid_focal_loss(logits, targets, reduction="mean"), expected.mean())
     unweighted = expected / torch.tensor([0.25, 0.75, 0.75, 0.25])
     torch.testing.assert_close(sigmoid_focal_loss(logits, targets, alpha=-1.0), unweighted)
-    assert torch.allclose(sigmoid_focal_loss(logits, targets), torch.tensor([0.0433217, 0.1299651, 1.2375586, 0.1754671]),
-                          atol=1e-6)
+    assert torch.allclose(sigmoid_focal_loss(logits, targets),
+                          torch.tensor([0.0433217, 0.1299651, 1.2375586, 0.1754671]), atol=1e-6)
 
 
 @pytest.mark.parametrize("alpha, gamma", [(0.25, 2.0), (-1.0, 2.0), (0.5, 0.0), (0.75, 1.5), (0.25, 3.0)])

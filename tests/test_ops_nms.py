@@ -24,7 +24,8 @@ def random_detections(n: int, num_classes: int, seed: int, extent: float = 500.0
 
 def reference_batched_nms(boxes, scores, labels, threshold):
     """NMS class by class with torchvision.ops.nms, merged by decreasing score: the definition."""
-    kept = [torch.nonzero(labels == c).squeeze(1)[torchvision.ops.nms(boxes[labels == c], scores[labels == c], threshold)]
+    kept = [torch.nonzero(labels == c).squeeze(1)[torchvision.ops.nms(boxes[labels == c], scores[labels == c],
+                                                                      threshold)]
             for c in labels.unique()]
     kept = torch.cat(kept)
     return kept[scores[kept].argsort(descending=True)]
@@ -92,7 +93,8 @@ def test_blocked_nms_with_tiny_blocks_equals_torchvision(monkeypatch, block_boxe
         for threshold in (0.4, 0.7):
             assert torch.equal(nms(boxes, scores, threshold), torchvision.ops.nms(boxes, scores, threshold))
     boxes, scores, _ = random_detections(200, 1, seed=10)
-    assert torch.equal(nms(boxes.double(), scores.double(), 0.5), torchvision.ops.nms(boxes.double(), scores.double(), 0.5))
+    assert torch.equal(nms(boxes.double(), scores.double(), 0.5),
+                       torchvision.ops.nms(boxes.double(), scores.double(), 0.5))
 
 
 def test_blocked_nms_compares_the_threshold_like_the_kernel(monkeypatch):
@@ -133,7 +135,8 @@ def test_empty_inputs():
 
 
 def test_batched_nms_hand_computed():
-    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 0.0, 11.0, 10.0], [1.0, 0.0, 11.0, 10.0], [0.0, 0.0, 10.0, 10.0]])
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 0.0, 11.0, 10.0], [1.0, 0.0, 11.0, 10.0],
+                          [0.0, 0.0, 10.0, 10.0]])
     scores = torch.tensor([0.9, 0.8, 0.7, 0.95])
     labels = torch.tensor([0, 0, 1, 1])  # overlapping boxes of different classes never suppress each other
     assert torch.equal(batched_nms(boxes, scores, labels, 0.5), torch.tensor([3, 0]))
@@ -186,6 +189,7 @@ def test_cuda_equals_torchvision():
     boxes, scores, labels = random_detections(3000, 80, seed=6)
     boxes, scores, labels = boxes.cuda(), scores.cuda(), labels.cuda()
     assert torch.equal(nms(boxes, scores, 0.5), torchvision.ops.nms(boxes, scores, 0.5))
-    assert torch.equal(nms(boxes.half(), scores.half(), 0.5), torchvision.ops.nms(boxes.half().float(), scores.half().float(), 0.5))
+    assert torch.equal(nms(boxes.half(), scores.half(), 0.5),
+                       torchvision.ops.nms(boxes.half().float(), scores.half().float(), 0.5))
     assert torch.equal(batched_nms(boxes, scores, labels, 0.5).cpu(),
                        reference_batched_nms(boxes.cpu(), scores.cpu(), labels.cpu(), 0.5))

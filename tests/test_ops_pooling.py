@@ -54,7 +54,8 @@ def test_the_threaded_path_is_taken_only_where_it_pays(threads):
     threads(2)
     features, rois = features_and_rois(channels=64, num_rois=1024)
     assert pooling._channel_chunks(features, rois, (7, 7)) == 2
-    assert type(roi_align(features.requires_grad_(), rois, (7, 7), 0.25, 2).grad_fn).__name__ == "_ThreadedRoIAlignBackward"
+    pooled = roi_align(features.requires_grad_(), rois, (7, 7), 0.25, 2)
+    assert type(pooled.grad_fn).__name__ == "_ThreadedRoIAlignBackward"
     assert pooling._channel_chunks(features, rois[:10], (7, 7)) == 1  # 10 * 64 * 49 values: too few
     assert pooling._channel_chunks(features.half(), rois, (7, 7)) == 1
     with torch.autocast("cpu", dtype=torch.bfloat16):

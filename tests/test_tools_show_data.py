@@ -57,8 +57,8 @@ def config_args(root: Path, *extra: str) -> list[str]:
             "--data.val_images", str(root / "images"), "--data.val_annotations", str(root / "instances_val.json"),
             "--trainer.accelerator", "cpu", "--data.min_size", "128", "--data.max_size", "128",
             "--model.detector.init_args.anchors.sizes", "[16, 32, 64]",
-            "--model.detector.init_args.anchors.scales", "[1.0]", "--model.detector.init_args.anchors.aspect_ratios", "[1.0]",
-            *extra]
+            "--model.detector.init_args.anchors.scales", "[1.0]",
+            "--model.detector.init_args.anchors.aspect_ratios", "[1.0]", *extra]
 
 
 @pytest.mark.parametrize("split", ["train", "val"])

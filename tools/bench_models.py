@@ -19,9 +19,11 @@ from detkit.benchmarks.models import run_model_benchmark
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--warmup", type=int, default=None, help="warm-up steps per model and phase (default 3; quick 1)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="warm-up steps per model and phase (default 3; quick 1)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per model and phase (default 10; quick 2)")
-    parser.add_argument("--memory-steps", type=int, default=None, help="extra steps measuring memory (default 2; quick 1)")
+    parser.add_argument("--memory-steps", type=int, default=None,
+                        help="extra steps measuring memory (default 2; quick 1)")
     parser.add_argument("--no-cuda", action="store_true", help="CPU rows only")
     parser.add_argument("--no-cpu", action="store_true", help="CUDA rows only")
     parser.add_argument("--only", default="", help="only the settings whose row name contains this text (\"tv:\": "
@@ -33,7 +35,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run_model_benchmark(quick=args.quick, warmup=args.warmup, steps=args.steps, memory_steps=args.memory_steps,
-                        cuda=not args.no_cuda, cpu=not args.no_cpu, only=args.only, score_threshold=args.score_threshold,
+                        cuda=not args.no_cuda, cpu=not args.no_cpu, only=args.only,
+                        score_threshold=args.score_threshold,
                         print_line=partial(print, flush=True), log=partial(print, file=sys.stderr, flush=True))
 
 
