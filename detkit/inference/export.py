@@ -35,7 +35,7 @@ from detkit.inference.onnx_check import ImageParity, check_images, compare_image
 from detkit.inference.onnx_graph import SingleImageDetector
 from detkit.inference.predictor import Detector, load
 
-OPSET = 17  # NonMaxSuppression, RoiAlign and TopK with a tensor k all exist from 11; 17 is what was tested
+OPSET = 17  # NonMaxSuppression and TopK with a tensor k exist from 11, RoiAlign's half-pixel modes from 16
 INPUT_NAME, OUTPUT_NAMES = "image", ("boxes", "scores", "labels")
 EXPORTABLE_RESIZE = "cv2"
 
@@ -145,10 +145,8 @@ def _trace(detector: Detector, example: np.ndarray, partial: str, opset: int) ->
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
-        # autograd_inlining=False: the per-class NMS node stays one node (inlined, the exporter fails on it)
         torch.onnx.export(graph, (torch.from_numpy(onnx_input(example)),), partial, dynamo=False, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic,
-                          autograd_inlining=False)
+                          input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic)
 
 
 def _write_metadata(partial: str, metadata: dict[str, str]) -> None:
