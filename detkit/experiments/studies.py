@@ -73,7 +73,7 @@ class Study:
         name: the command-line name; title, claim: the heading and the claim in one or two sentences.
         build: (scale, extra args given to every arm) -> Plan.
         columns: table columns (keys of ``detkit.experiments.report.COLUMNS``).
-        panels: plot panels (``detkit.experiments.plots.PANELS`` kinds, "curve:<metrics.csv column>").
+        panels: plot panels (``detkit.drawing.studies.PANELS`` kinds, "curve:<metrics.csv column>").
         full, quick: the default scales; the full one fits about an hour on a 2-core CPU.
     """
 
