@@ -1,6 +1,7 @@
 """``detkit.export_onnx`` / tools/export.py: onnxruntime's detections equal ``detkit.load(ckpt).predict``'s for
 both detectors of the shapes and custom recipes on images of every aspect, empty outputs without detections, and no
-file after a failed check. The checkpoints are randomly initialised small models (16-channel FPN): no training needed."""
+file after a failed check. The checkpoints are randomly initialised small models (16-channel FPN): no training
+needed."""
 from pathlib import Path
 
 import numpy as np

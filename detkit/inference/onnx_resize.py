@@ -36,8 +36,9 @@ def resized_size(height: torch.Tensor, width: torch.Tensor, min_size: int, max_s
 
 
 def area_weights(size: torch.Tensor, new_size: torch.Tensor, padded: torch.Tensor) -> torch.Tensor:
-    """(P, S) float32 weights of OpenCV's ``INTER_AREA`` from ``size`` (S) to ``new_size`` <= S pixels ((1,) int64 each):
-    output pixel i averages input [i * s, (i + 1) * s), s = size / new_size, by overlap; rows past new_size are 0."""
+    """(P, S) float32 weights of OpenCV's ``INTER_AREA`` from ``size`` (S) to ``new_size`` <= S pixels, for P =
+    ``padded`` outputs ((1,) int64 each): output i averages input [i * s, (i + 1) * s), s = S / new_size, by
+    overlap; rows past new_size are 0."""
     step = size.to(torch.float64) / new_size.to(torch.float64)
     outputs = torch.arange(padded[0], dtype=torch.float64)[:, None]  # (P, 1)
     starts = outputs * step
@@ -56,7 +57,8 @@ def area_rounding(values: torch.Tensor, height: torch.Tensor, new_height: torch.
     OpenCV's 2x2 shrink adds 2 and shifts (halves round up); every other area shrink rounds half to even. With
     rational weights (1/3, 2/3...) many exact values are halves, which OpenCV's float32 sums hit exactly and ours
     miss by float noise: values within ``AREA_TIE`` of a half count as that half. Measured against cv2.resize on
-    9 shrinks (2x, 3x, 4x, 5x, 1.5x...): all pixels equal but 0.016% at 1.5x (float32 summation order).
+    shrinks of 2x, 3x, 4x, 5x and 7 non-integer factors: all pixels equal but 0.01-0.02% at 1.07x and 1.5x (one
+    level; OpenCV's float32 summation order).
     """
     twice = values * 2
     values = torch.where((twice - torch.round(twice)).abs() < 2 * AREA_TIE, torch.round(twice) / 2, values)
@@ -103,8 +105,8 @@ def linear_resize(levels: torch.Tensor, rows: tuple, columns: tuple) -> torch.Te
 
 
 def _double(value: float) -> torch.Tensor:
-    """A float64 constant: the exporter gives Python numbers float32 type and casts the float64 side down to it,
-    which moved weights by an ulp and OpenCV's rounding with them (onnxruntime only, eager was exact)."""
+    """A float64 constant for the weight arithmetic: the exporter's implicit typing of Python numbers defaults to
+    float32, and one float32 step moves a weight by an ulp and OpenCV's rounding with it."""
     return torch.tensor(value, dtype=torch.float64)
 
 
