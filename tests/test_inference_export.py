@@ -13,10 +13,10 @@ import yaml
 import detkit
 from detkit.inference import CheckpointError
 from detkit.inference.cli import export_command
+from detkit.inference.config import RunConfig, build_detector
 from detkit.inference.export import OnnxExportError, export_onnx, onnx_session
 from detkit.inference.onnx_check import onnx_input
 from detkit.inference.predictor import Detector
-from detkit.inference.config import RunConfig, build_detector
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
