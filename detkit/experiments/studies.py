@@ -145,7 +145,8 @@ def ignore_band(scale: Scale, extra_args: tuple[str, ...]) -> Plan:
             arms.append(Arm(
                 f"fg{fg:g}_bg{bg:g}_low_quality_{'on' if low_quality else 'off'}",
                 f"fg {fg:g} / bg {bg:g}, low-quality {'on' if low_quality else 'off'}{shipped}", RETINANET,
-                (*time_budget(scale.minutes), *detector("matching.fg_iou_threshold", fg), *detector("matching.bg_iou_threshold", bg),
+                (*time_budget(scale.minutes), *detector("matching.fg_iou_threshold", fg),
+                 *detector("matching.bg_iou_threshold", bg),
                  *detector("matching.allow_low_quality_matches", low_quality)),
                 group=f"fg {fg:g} / bg {bg:g}"))
     return Plan(arms, f"{scale.minutes:g} min per arm (budget.minutes)",
@@ -162,7 +163,8 @@ def anchor_fit(scale: Scale, extra_args: tuple[str, ...]) -> Plan:
                 (*budget, *detector("anchors.sizes", "auto"), *detector("anchors.aspect_ratios", "auto")))]
     arms += [Arm(f"{factor}x_too_large", f"{factor}x too large, sizes {[factor * s for s in sizes]}", RETINANET,
                  (*budget, *detector("anchors.sizes", [factor * s for s in sizes]))) for factor in (2, 4)]
-    arms.append(Arm("one_ratio", "one aspect ratio (1.0)", RETINANET, (*budget, *detector("anchors.aspect_ratios", [1.0]))))
+    arms.append(Arm("one_ratio", "one aspect ratio (1.0)", RETINANET,
+                    (*budget, *detector("anchors.aspect_ratios", [1.0]))))
     return Plan(arms, f"{scale.minutes:g} min per arm (budget.minutes)",
                 ["no anchor at IoU >= 0.5: share of the training objects (unaugmented) whose best anchor has IoU "
                  "< 0.5; fitted anchors are fitted before training to the same boxes (detkit.models.anchor_fit)"])
@@ -178,10 +180,10 @@ def nms_threshold(scale: Scale, extra_args: tuple[str, ...]) -> Plan:
                      detector("inference.nms_threshold", threshold), group=label, evaluates=name, value=threshold)
                  for threshold in NMS_THRESHOLDS]
     return Plan(arms, f"{scale.minutes:g} min of training per detector (budget.minutes), then evaluation only",
-                ["the threshold is the final detection NMS (model.detector.init_args.inference.nms_threshold; Faster R-CNN's "
-                 "proposal NMS, rpn.nms_threshold, stays as shipped); each evaluation reruns the best checkpoint of "
-                 "its detector's training arm on the val split, so the row at the shipped threshold repeats the "
-                 "training arm's numbers"])
+                ["the threshold is the final detection NMS (model.detector.init_args.inference.nms_threshold; "
+                 "Faster R-CNN's proposal NMS, rpn.nms_threshold, stays as shipped); each evaluation reruns the best "
+                 "checkpoint of its detector's training arm on the val split, so the row at the shipped threshold "
+                 "repeats the training arm's numbers"])
 
 
 def normalisation(scale: Scale, extra_args: tuple[str, ...]) -> Plan:
@@ -196,7 +198,8 @@ def normalisation(scale: Scale, extra_args: tuple[str, ...]) -> Plan:
                     "--model.lr", _yaml(float(f"{base_lr * math.sqrt(batch / base_batch):.4g}")),
                     "--model.warmup_steps", str(round(base_warmup * per_batch)),
                     "--trainer.log_every_n_steps", str(max(1, round(base_log * per_batch))))
-        arms += [Arm(f"{norm}_batch{batch}", f"{norm}, batch {batch}", RETINANET, (*settings, *detector("backbone.norm", norm)))
+        arms += [Arm(f"{norm}_batch{batch}", f"{norm}, batch {batch}", RETINANET,
+                     (*settings, *detector("backbone.norm", norm)))
                  for norm in NORMS]
     return Plan(arms, f"{scale.images} training images per arm (trainer.max_steps = images / batch, budget off)", [
         f"lr scaled with the square root of the batch (AdamW; shipped {base_lr:g} at batch {base_batch}), warm-up and "
