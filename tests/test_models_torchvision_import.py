@@ -16,6 +16,7 @@ import torchvision
 from torch import nn
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import FrozenBatchNorm2d, box_iou
+from torchvision_models import random_torchvision
 
 from detkit.data.coco_names import TORCHVISION_COCO_CATEGORIES, coco_category_id, coco_label_names
 from detkit.models.settings import Anchors, Backbone, Inference, Proposals, Pyramid, RoIHead, check_groups
@@ -27,70 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 IMAGE_SIZES = [(200, 90), (90, 200), (300, 300), (160, 240)]  # (h, w) before torchvision's resize
 MIN_SIZE, MAX_SIZE = 160, 320  # torchvision resizes to these instead of 800 / 1333: cheap on two CPU cores
 BOX_TOLERANCE, SCORE_TOLERANCE, LOSS_TOLERANCE = 1e-2, 1e-4, 1e-4
-CLASSIFIER_SCALES = {"retinanet_resnet50_fpn": 300.0, "retinanet_resnet50_fpn_v2": 2.0, "fasterrcnn_resnet50_fpn": 10.0,
-                     "fasterrcnn_resnet50_fpn_v2": 5.0, "fasterrcnn_mobilenet_v3_large_fpn": 3.0,
-                     "fasterrcnn_mobilenet_v3_large_320_fpn": 3.0}
-BACKGROUND_LOGIT = 4.0
-
-
-def frozen_batch_norm(module: nn.Module) -> None:
-    """Replace every BatchNorm2d under ``module`` by FrozenBatchNorm2d with its statistics: torchvision builds the
-    v1 and MobileNet trunks so whenever weights are given, so its published checkpoints have that architecture."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
-            for buffer in ("weight", "bias", "running_mean", "running_var"):
-                getattr(frozen, buffer).copy_(getattr(child, buffer).detach())
-            setattr(module, name, frozen)
-        else:
-            frozen_batch_norm(child)
-
-
-@torch.no_grad()
-def perturb(model: nn.Module, generator: torch.Generator, classifier_scale: float = 1.0,
-            feature_gain: float = 1.0) -> None:
-    """No norm layer an identity: random affine parameters and running statistics, the residual branches' last
-    norm scaled down so features stay O(1) through ResNet-50 (as trained weights keep them; at ~70 float32 rounding
-    alone moves boxes by 0.01 px; MobileNetV3's ~0.1 are raised by ``feature_gain``); the classifiers spread so
-    some, not thousands of, detections clear 0.05."""
-    def uniform(shape, low, high):
-        return torch.rand(shape, generator=generator) * (high - low) + low
-
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.BatchNorm2d, FrozenBatchNorm2d, nn.GroupNorm)):
-            module.weight.copy_(uniform(module.weight.shape, *((0.1, 0.3) if name.endswith("bn3") else (0.75, 1.25))))
-            module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
-            if getattr(module, "running_mean", None) is not None:
-                module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.1)
-                module.running_var.copy_(uniform(module.running_var.shape, 0.75, 1.25))
-    for output_conv in model.backbone.fpn.layer_blocks.parameters():
-        output_conv.mul_(feature_gain)
-    if hasattr(model, "head"):  # RetinaNet: sigmoid classifier, 91 outputs per anchor
-        classifier = model.head.classification_head.cls_logits
-        classifier.weight.mul_(classifier_scale)
-        classifier.bias.add_(torch.randn(classifier.bias.shape, generator=generator) * 0.1)
-        # torchvision's output 0 (background) is trained negative everywhere; detkit drops it
-        classifier.bias.view(-1, model.head.classification_head.num_classes)[:, 0] = -30.0
-    else:  # Faster R-CNN: objectness spread (fewer near-ties at the pre-NMS cut), softmax over 91 classes
-        model.rpn.head.cls_logits.weight.mul_(10.0)
-        model.rpn.head.bbox_pred.weight.mul_(3.0)
-        predictor = model.roi_heads.box_predictor
-        predictor.cls_score.weight.mul_(classifier_scale)
-        predictor.cls_score.bias.copy_(torch.randn(predictor.cls_score.bias.shape, generator=generator) * 0.3)
-        predictor.cls_score.bias[0] = BACKGROUND_LOGIT  # most RoIs background, as trained heads make them
-        predictor.bbox_pred.weight.mul_(10.0)
-
-
-def torchvision_model(arch: str, seed: int = 0, num_classes: int = 91) -> nn.Module:
-    """torchvision's ``arch`` with seeded random weights, perturbed, in eval mode, resizing to 160-320 px."""
-    torch.manual_seed(seed)
-    model = getattr(torchvision.models.detection, arch)(weights=None, weights_backbone=None, min_size=MIN_SIZE,
-                                                        max_size=MAX_SIZE, num_classes=num_classes)
-    if not arch.endswith("_v2"):
-        frozen_batch_norm(model.backbone.body)
-    perturb(model, torch.Generator().manual_seed(seed + 1), CLASSIFIER_SCALES.get(arch, 1.0),
-            10.0 if "mobilenet" in arch else 1.0)
-    return model.eval()
+SMALL = dict(min_size=MIN_SIZE, max_size=MAX_SIZE)
 
 
 def detkit_input(model: nn.Module, images: list[torch.Tensor], targets: list[dict] | None = None):
@@ -144,7 +82,7 @@ def assert_same_detections(ours: dict, theirs: dict, nms_threshold: float = 0.5)
 def pair(request):
     """(arch, torchvision's model, detkit's import of its state dict)."""
     arch = request.param
-    theirs = torchvision_model(arch)
+    theirs = random_torchvision(arch, **SMALL)
     return arch, theirs, from_torchvision(arch, theirs.state_dict())
 
 
@@ -188,13 +126,13 @@ def test_eval_detections_equal_torchvisions(pair):
 
 
 def test_wrong_architecture_names_the_first_mismatching_key():
-    state = torchvision_model("retinanet_resnet50_fpn").state_dict()
+    state = random_torchvision("retinanet_resnet50_fpn", **SMALL).state_dict()
     with pytest.raises(StateDictMismatch, match=r"'backbone\.fpn\.inner_blocks\.0\.0\.weight' has shape"):
         from_torchvision("fasterrcnn_resnet50_fpn", state)
 
 
 def test_truncated_state_dict_names_the_first_missing_key():
-    state = torchvision_model("retinanet_resnet50_fpn").state_dict()
+    state = random_torchvision("retinanet_resnet50_fpn", **SMALL).state_dict()
     keys = list(state)
     truncated = {k: state[k] for k in keys[: keys.index("head.regression_head.conv.0.0.weight")]}
     with pytest.raises(StateDictMismatch, match=r"'head\.regression_head\.conv\.0\.0\.weight' is missing"):
@@ -335,7 +273,7 @@ def test_unknown_architecture_lists_the_six():
 def test_retinanet_losses_per_image_equal_torchvisions_on_a_batch(arch):
     """Two images in one batch: ``loss.normalize_per_image`` (set by ``detector_settings``) divides each image's
     loss by its own positive count and averages the images, as torchvision does; the batch's count would not."""
-    theirs = torchvision_model(arch).train()
+    theirs = random_torchvision(arch, **SMALL).train()
     ours = from_torchvision(arch, theirs.state_dict()).train()
     assert ours.loss_settings.normalize_per_image
     generator = torch.Generator().manual_seed(4)
@@ -394,7 +332,7 @@ def test_the_new_options_name_their_config_key(groups, message):
 @pytest.mark.parametrize("arch", ["retinanet_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_320_fpn"])
 def test_a_model_of_other_classes_imports_with_its_class_count(arch):
     """torchvision trained with num_classes=4 (background and three classes): K = 3, same detections."""
-    theirs = torchvision_model(arch, num_classes=4)
+    theirs = random_torchvision(arch, num_classes=4, **SMALL)
     ours = from_torchvision(arch, theirs.state_dict())
     assert ours.num_classes == 3
     *_, count = compare_detections(theirs, ours, IMAGE_SIZES[2], torch.Generator().manual_seed(5))

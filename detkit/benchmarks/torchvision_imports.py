@@ -169,7 +169,8 @@ def weights_check(ours: nn.Module, theirs: nn.Module, arch: str, batch: Batch) -
     for key, value in normalised_state_dict(theirs.state_dict()).items():
         detkit_key, convert = detkit_name(settings, key)
         converted = convert(value)
-        equal = equal and converted.shape == ours_state[detkit_key].shape and torch.equal(converted, ours_state[detkit_key])
+        own = ours_state[detkit_key]
+        equal = equal and converted.shape == own.shape and torch.equal(converted, own)
         dropped += value.numel() - converted.numel()
     was_training = ours.training, theirs.training
     ours.eval(), theirs.eval()
