@@ -111,7 +111,7 @@ def test_quick_run_prints_every_row_and_the_worst_cpu_ratio(quick_run):
     table = {line[:bench.NAME_WIDTH].strip(): line[bench.NAME_WIDTH:].split() for line in lines[3:-1]}
     assert list(table) == QUICK_ROWS
     ratios = {}
-    for name, (device, ours, theirs, ratio, ours_mb, theirs_mb, same) in table.items():
+    for name, (device, ours, theirs, ratio, ours_mb, _theirs_mb, same) in table.items():
         assert device == "cpu" and same == "yes"
         assert float(ours) > 0 and float(theirs) > 0
         ratios[name] = float(ratio)

@@ -34,7 +34,8 @@ class Check:
                 and self.feature_difference < 1e-4 and self.head_difference < 1e-4)
 
     def __str__(self) -> str:
-        return (f"anchors/image {self.anchors[0]} vs {self.anchors[1]} ({'equal' if self.anchors_equal else 'boxes differ'}), "
+        anchors = "equal" if self.anchors_equal else "boxes differ"
+        return (f"anchors/image {self.anchors[0]} vs {self.anchors[1]} ({anchors}), "
                 f"trunk params {self.trunk_parameters[0]} vs {self.trunk_parameters[1]}, head params "
                 f"{self.head_parameters[0]} vs {self.head_parameters[1]} (+{self.expected_head_extra} expected), "
                 f"max rel. diff features {self.feature_difference:.1e}, head outputs {self.head_difference:.1e}")
@@ -67,11 +68,14 @@ def faster_rcnn_head_difference(ours: nn.Module, theirs: nn.Module, features: li
     pooled = torch.randn(8, ours.backbone.out_channels, *ours.roi_heads.pooler.output_size,
                          generator=torch.Generator().manual_seed(2)).to(features[0].device)
     cls_ours, box_ours = ours.roi_heads.predictor(ours.roi_heads.box_head(pooled))  # (R, K + 1), (R, K, 4)
-    cls_theirs, box_theirs = theirs.roi_heads.box_predictor(theirs.roi_heads.box_head(pooled))  # (R, K + 1), (R, 4 (K + 1))
+    # (R, K + 1), (R, 4 (K + 1))
+    cls_theirs, box_theirs = theirs.roi_heads.box_predictor(theirs.roi_heads.box_head(pooled))
     k = ours.num_classes
+    box_theirs = box_theirs.view(len(pooled), k + 1, 4)[:, 1:]  # (R, K, 4): torchvision's background deltas dropped
     return relative_difference(
-        [torch.cat(logits, 1).flatten(), torch.cat(deltas, 1).reshape(-1, 4), cls_ours[:, :k], cls_ours[:, k], box_ours],
-        [objectness.flatten(), box_deltas, cls_theirs[:, 1:], cls_theirs[:, 0], box_theirs.view(len(pooled), k + 1, 4)[:, 1:]])
+        [torch.cat(logits, 1).flatten(), torch.cat(deltas, 1).reshape(-1, 4), cls_ours[:, :k], cls_ours[:, k],
+         box_ours],
+        [objectness.flatten(), box_deltas, cls_theirs[:, 1:], cls_theirs[:, 0], box_theirs])
 
 
 @torch.no_grad()
@@ -99,7 +103,8 @@ def architecture_check(ours: nn.Module, theirs: nn.Module, batch: Batch) -> Chec
     anchors_theirs = generator(image_list, list(theirs.backbone(image_list.tensors).values()))[0]  # (N, 4) of image 0
     trunk = (parameter_count(ours.backbone), parameter_count(theirs.backbone))
     return Check(anchors=(len(anchors_ours), len(anchors_theirs)),
-                 anchors_equal=anchors_ours.shape == anchors_theirs.shape and torch.allclose(anchors_ours, anchors_theirs),
+                 anchors_equal=(anchors_ours.shape == anchors_theirs.shape
+                                and torch.allclose(anchors_ours, anchors_theirs)),
                  trunk_parameters=trunk,
                  head_parameters=(parameter_count(ours) - trunk[0], parameter_count(theirs) - trunk[1]),
                  expected_head_extra=expected_extra,

@@ -59,7 +59,8 @@ def synthetic_batches(*, size: tuple[int, int], batch: int, num_classes: int, ob
         targets = [{key: value.to(device) for key, value in target.items()}
                    for target in random_targets(batch, size, object_sizes, num_classes, generator)]
         images = images.to(device)
+        torchvision_targets = [{"boxes": t["boxes"], "labels": t["labels"] + torchvision_label_offset}
+                               for t in targets]
         batches.append(Batch(images, [(height, width)] * batch, targets,
-                             [image[:, :height, :width] for image in images],
-                             [{"boxes": t["boxes"], "labels": t["labels"] + torchvision_label_offset} for t in targets]))
+                             [image[:, :height, :width] for image in images], torchvision_targets))
     return batches

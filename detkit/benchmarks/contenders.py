@@ -2,6 +2,7 @@
 memory on extra steps (after the timed ones, so the malloc_trim and page faults it forces stay out of the times)."""
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from contextlib import nullcontext
@@ -66,7 +67,7 @@ def measure(pair: list[Contender], phase: str, device: str, warmup: int, steps: 
     for step in range(warmup + steps):
         order = range(len(pair)) if step % 2 == 0 else reversed(range(len(pair)))
         for index in order:
-            seconds, _ = timed(lambda: getattr(pair[index], phase)(step), device)
+            seconds, _ = timed(functools.partial(getattr(pair[index], phase), step), device)
             if step >= warmup:
                 times[index].append(seconds)
     peaks: list[list[float]] = [[] for _ in pair]

@@ -147,5 +147,7 @@ def step_train(runner: Runner, options: GpuCheckOptions, name: str, data_args: l
     note = speed_note(text) + f", val AP {ap:.3f}" + (f" (AP50 {float(ap50_line.group(1)):.3f})" if ap50_line else "")
     if val_aps:
         note += f", {len(val_aps)} validations"
-    runner.record(step, "FAIL" if problems else "PASS", seconds, note + ("; " + "; ".join(problems) if problems else ""))
+    if problems:
+        note += "; " + "; ".join(problems)
+    runner.record(step, "FAIL" if problems else "PASS", seconds, note)
     shutil.rmtree(save_dir, ignore_errors=True)

@@ -16,8 +16,17 @@ from typing import Callable
 
 import torch
 
-from detkit.ops import (AnchorGenerator, BoxCoder, Matcher, batched_nms, box_iou, generalized_box_iou, nms, roi_align,
-                        sigmoid_focal_loss)
+from detkit.ops import (
+    AnchorGenerator,
+    BoxCoder,
+    Matcher,
+    batched_nms,
+    box_iou,
+    generalized_box_iou,
+    nms,
+    roi_align,
+    sigmoid_focal_loss,
+)
 
 
 class Comparison:
@@ -164,7 +173,7 @@ def compare_roi_align(c: Comparison) -> None:
     rois = torch.cat([torch.randint(0, 2, (512, 1), generator=c.generator).float(), c.float_boxes(512, 200, 60)], dim=1)
     grad_out = torch.randn(512, 64, 7, 7, generator=c.generator)
     for sampling_ratio, aligned in ((2, True), (0, False)):
-        def pool(on: str) -> tuple[torch.Tensor, torch.Tensor]:
+        def pool(on: str, sampling_ratio=sampling_ratio, aligned=aligned) -> tuple[torch.Tensor, torch.Tensor]:
             f = features.to(on).requires_grad_()
             out = roi_align(f, rois.to(on), (7, 7), 0.25, sampling_ratio, aligned)
             out.backward(grad_out.to(on))

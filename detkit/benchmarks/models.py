@@ -334,7 +334,8 @@ def run_model_benchmark(*, quick: bool = False, warmup: int | None = None, steps
     cuda = cuda and torch.cuda.is_available()
     print_line(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {torch.get_num_threads()} CPU "
                "threads" + (f", {torch.cuda.get_device_name()}" if cuda else "")
-               + f"; medians of {steps} steps after {warmup} warm-up, alternating; ratio = detkit / torchvision images/s")
+               + f"; medians of {steps} steps after {warmup} warm-up, alternating; "
+               "ratio = detkit / torchvision images/s")
     print_line(HEADER)
     print_line("-" * len(HEADER))
     rows: list[Row] = []

@@ -154,8 +154,9 @@ def run_ops_benchmark(*, budget_s: float = 2.0, cuda: bool = True, print_line: C
     """Print the table through ``print_line``: CPU rows, then CUDA rows where a GPU is present and ``cuda``.
     ``budget_s``: seconds of timing per row after 5 pairs. Torch's CPU thread count is the caller's."""
     devices = ["cpu"] + (["cuda"] if cuda and torch.cuda.is_available() else [])
-    print_line(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {torch.get_num_threads()} CPU threads"
-               + (f", {torch.cuda.get_device_name()}" if "cuda" in devices else ""))
+    gpu = f", {torch.cuda.get_device_name()}" if "cuda" in devices else ""
+    print_line(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
+               f"{torch.get_num_threads()} CPU threads{gpu}")
     print_line(HEADER)
     print_line("-" * len(HEADER))
     for device in devices:

@@ -2,6 +2,7 @@
 step of the GPU check (information, no limit)."""
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections import Counter
@@ -27,20 +28,9 @@ def count_syncs(device: str, precision: str, data_args: list[str]) -> int:
         cli.datamodule.setup("fit")
         batch = to_device(next(iter(cli.datamodule.train_dataloader())), device)
         detector = cli.model.detector.to(device)
-
-        def train_step():
-            detector.train()
-            with torch.autocast(**autocast):
-                losses = detector(batch["images"], batch["image_sizes"], batch["targets"])
-            sum(losses.values()).backward()
-            detector.zero_grad(set_to_none=True)
-
-        def inference():
-            detector.eval()
-            with torch.no_grad(), torch.autocast(**autocast):
-                detector(batch["images"], batch["image_sizes"])
-
-        for label, function in (("training step", train_step), ("inference", inference)):
+        steps = (("training step", functools.partial(_train_step, detector, batch, autocast)),
+                 ("inference", functools.partial(_inference, detector, batch, autocast)))
+        for label, function in steps:
             function()  # warm-up: cached anchors, cuDNN plans
             where = synchronisations(function, device)
             counted = f"{sum(where.values())} syncs" if device == "cuda" else "not counted on the CPU"
@@ -48,6 +38,22 @@ def count_syncs(device: str, precision: str, data_args: list[str]) -> int:
             for place, count in where.most_common(8):
                 print(f"    {count:4d}  {place}")
     return 0
+
+
+def _train_step(detector: torch.nn.Module, batch: dict, autocast: dict) -> None:
+    """One forward, losses and backward of ``detector`` on ``batch`` under ``autocast`` (torch.autocast's kwargs)."""
+    detector.train()
+    with torch.autocast(**autocast):
+        losses = detector(batch["images"], batch["image_sizes"], batch["targets"])
+    sum(losses.values()).backward()
+    detector.zero_grad(set_to_none=True)
+
+
+def _inference(detector: torch.nn.Module, batch: dict, autocast: dict) -> None:
+    """One eval-mode forward of ``detector`` on ``batch``."""
+    detector.eval()
+    with torch.no_grad(), torch.autocast(**autocast):
+        detector(batch["images"], batch["image_sizes"])
 
 
 def synchronisations(function: Callable[[], None], device: str) -> Counter:
