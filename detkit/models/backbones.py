@@ -49,6 +49,17 @@ def _conv_norm_relu(c_in: int, c_out: int, stride: int, norm: Callable[[int], nn
     )
 
 
+def level_outputs(x: torch.Tensor, stages: nn.ModuleList, return_levels: tuple[int, ...]) -> list[torch.Tensor]:
+    """Run ``stages`` in turn on the stem's output x (stage i makes level i + 2, stride 2**(i + 2)) and return the
+    maps (B, C_l, H_l, W_l) of ``return_levels``, finest first."""
+    features = []
+    for level, stage in enumerate(stages, start=2):
+        x = stage(x)
+        if level in return_levels:
+            features.append(x)
+    return features
+
+
 class TinyBackbone(nn.Module):
     """A plain CNN of 4 stages (strides 4, 8, 16, 32; widths 32, 64, 128, 256), two 3x3 convs each.
 
@@ -77,13 +88,7 @@ class TinyBackbone(nn.Module):
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """images (B, 3, H, W) normalised -> one (B, C_l, H / 2**l, W / 2**l) map per return level."""
-        x = self.stem(images)
-        features = []
-        for level, stage in enumerate(self.stages, start=2):
-            x = stage(x)
-            if level in self.return_levels:
-                features.append(x)
-        return features
+        return level_outputs(self.stem(images), self.stages, self.return_levels)
 
 
 class ResNetBackbone(nn.Module):
@@ -127,13 +132,7 @@ class ResNetBackbone(nn.Module):
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """images (B, 3, H, W) normalised -> one (B, C_l, H / 2**l, W / 2**l) map per return level."""
-        x = self.stem(images)
-        features = []
-        for level, layer in enumerate(self.layers, start=2):
-            x = layer(x)
-            if level in self.return_levels:
-                features.append(x)
-        return features
+        return level_outputs(self.stem(images), self.layers, self.return_levels)
 
 
 class MobileNetV3Backbone(nn.Module):
