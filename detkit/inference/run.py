@@ -94,9 +94,15 @@ def output_names(paths: Sequence[str], extension: str = ".png") -> list[str]:
 
 def summary(run: PredictionRun, out_dir: str) -> str:
     """The closing lines ``tools/predict.py`` prints."""
-    lines = [f"{len(run.annotated)} annotated images and {run.num_detections} detections written to {out_dir} "
-             f"({DETECTIONS_FILE}: COCO results; {IMAGES_FILE}: image ids and classes)"]
-    if run.unreadable:
-        lines.append(f"{len(run.unreadable)} image(s) could not be read and were skipped:")
-        lines += [f"  {message}" for message in run.unreadable]
+    written = (f"{len(run.annotated)} annotated images and {run.num_detections} detections written to {out_dir} "
+               f"({DETECTIONS_FILE}: COCO results; {IMAGES_FILE}: image ids and classes)")
+    return with_unreadable(written, run.unreadable, "image(s) could not be read and were skipped")
+
+
+def with_unreadable(written: str, unreadable: Sequence[str], what: str) -> str:
+    """The closing line ``written``, then, if any input was unreadable, their count, ``what`` and one line each."""
+    lines = [written]
+    if unreadable:
+        lines.append(f"{len(unreadable)} {what}:")
+        lines += [f"  {message}" for message in unreadable]
     return "\n".join(lines)

@@ -26,7 +26,7 @@ from detkit.drawing.boxes import annotate
 from detkit.inference.images import expand_paths
 from detkit.inference.overrides import PredictOptions
 from detkit.inference.predictor import Detector, Prediction
-from detkit.inference.run import output_names
+from detkit.inference.run import output_names, with_unreadable
 
 VIDEO_EXTENSIONS = (".avi", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".webm", ".wmv")
 FOURCC = "mp4v"  # MPEG-4 part 2: every OpenCV wheel's FFmpeg writes it, into the .mp4 container
@@ -196,9 +196,6 @@ def predict_videos(detector: Detector, paths: Sequence[str], out_dir: str, *,
 def video_summary(run: VideoRun, out_dir: str) -> str:
     """The closing lines ``tools/predict.py`` prints for videos, with the frames per second end to end."""
     rate = run.frames / run.seconds if run.seconds > 0 else 0.0
-    lines = [f"{len(run.written)} annotated videos and {run.frames} frames' JSON lines written to {out_dir} "
-             f"in {run.seconds:.1f} s ({rate:.1f} frames/s, decoding and encoding included)"]
-    if run.unreadable:
-        lines.append(f"{len(run.unreadable)} video(s) could not be read, or not every frame of them:")
-        lines += [f"  {message}" for message in run.unreadable]
-    return "\n".join(lines)
+    written = (f"{len(run.written)} annotated videos and {run.frames} frames' JSON lines written to {out_dir} "
+               f"in {run.seconds:.1f} s ({rate:.1f} frames/s, decoding and encoding included)")
+    return with_unreadable(written, run.unreadable, "video(s) could not be read, or not every frame of them")
