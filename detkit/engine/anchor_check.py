@@ -10,8 +10,8 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from detkit.models.anchor_fit import anchor_coverage, fit_anchors
 from detkit.models.dense import DenseAnchorStage
+from detkit.models.settings import DETECTOR_KEY as DETECTOR
 
-DETECTOR = "model.detector.init_args"
 # which config group sets each stage's matching thresholds, by the stage's place in the detector
 MATCHING_KEYS = {"dense": f"{DETECTOR}.matching", "rpn.dense": f"{DETECTOR}.rpn.matching"}
 
