@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -18,6 +19,7 @@ from detkit.data.shapes import SHAPES_CATEGORIES, generate_shapes
 from detkit.data.split_checks import check_split_paths, check_train_split, check_val_split
 from detkit.data.transforms import build_transforms, check_resize_mode, padding_fill, resized_size
 
+AUTO = "auto"
 BUILTIN_DATASETS = {"shapes": (generate_shapes, SHAPES_CATEGORIES)}
 
 
@@ -54,8 +56,9 @@ class DetectionDataModule(L.LightningDataModule):
         val_batch_size: validation batch size; defaults to ``batch_size``.
         num_workers: DataLoader worker processes (0 loads in the main process).
         seed: seeds the train shuffling, the augmentation and the workers: a given seed gives the same batches.
-        min_size, max_size: aspect-preserving resize, shorter side to ``min_size``, longer capped at ``max_size``.
-        size_divisor: padded batch sides are multiples of this (the model's largest stride).
+        min_size, max_size: aspect-preserving resize, shorter side to ``min_size``, longer capped at ``max_size``;
+            "auto" in a config: chosen from the training boxes (``detkit.data.sizing``) before this is built.
+        size_divisor: padded batch sides are multiples of this (the model's largest stride; "auto": that stride).
         resize: "cv2" (detkit's resize) or "torchvision" (``GeneralizedRCNNTransform``'s exactly, padding
             included: for models imported from torchvision, ``detkit.data.transforms``).
         train_augmentations: albumentations specs such as ``[{"type": "HorizontalFlip", "p": 0.5}]``.
@@ -76,9 +79,9 @@ class DetectionDataModule(L.LightningDataModule):
         val_batch_size: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
-        min_size: int = 128,
-        max_size: int = 128,
-        size_divisor: int = 32,
+        min_size: int | Literal["auto"] = 128,
+        max_size: int | Literal["auto"] = 128,
+        size_divisor: int | Literal["auto"] = 32,
         resize: str = "cv2",
         train_augmentations: list[dict] | None = None,
         drop_empty: bool = False,
@@ -89,6 +92,11 @@ class DetectionDataModule(L.LightningDataModule):
         super().__init__()
         if builtin is not None and builtin not in BUILTIN_DATASETS:
             raise ValueError(f"data.builtin must be one of {sorted(BUILTIN_DATASETS)} or null, got {builtin!r}")
+        auto = [f"data.{key}" for key, value in (("min_size", min_size), ("max_size", max_size),
+                                                 ("size_divisor", size_divisor)) if value == AUTO]
+        if auto:
+            raise ValueError(f"{', '.join(auto)}: 'auto' is chosen from the training boxes before the data module is "
+                             "built (tools/train.py does it; from Python: detkit.engine.sizing.resolve_auto_sizing)")
         for key, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size or 1),
                            ("min_size", min_size), ("max_size", max_size), ("size_divisor", size_divisor)):
             if value < 1:

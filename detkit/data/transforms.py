@@ -126,9 +126,11 @@ class DetectionTransform:
     Call with ``image`` (H, W, 3) uint8 RGB, ``boxes`` (N, 4) float32 xyxy pixels inside the image,
     ``labels`` (N,) int64. Returns ``(image (H', W', 3), boxes (N', 4) float32, labels (N',) int64,
     scale (sx, sy))``, the image uint8 ("cv2") or float32 in [0, 1] ("torchvision"), where ``scale`` is the
-    factor of the final resize: new = input * scale per axis, with the rounding of the output size included.
+    factor of the resize: new = input * scale per axis, with the rounding of the output size included.
     Without geometric augmentation (val/test) this maps the original image to the output exactly; after a random
-    crop it is relative to the cropped image.
+    crop it is relative to the cropped image. With "cv2", training images are resized before the augmentation
+    too (its cost then does not grow with the photos' size) and once more after it (a no-op unless it changed
+    the image's shape); ``scale`` is the product of both.
     """
 
     def __init__(self, min_size: int, max_size: int, augment: A.Compose | None = None, resize: str = "cv2"):
@@ -164,13 +166,17 @@ class DetectionTransform:
     def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray):
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+        first_scale = (1.0, 1.0)
         if self.augment is not None:
+            if self.resize == "cv2":  # augmenting a 2048 px photo costs ~20x more than the 400 px image it becomes
+                image, boxes, labels, first_scale = self._resize(image, boxes, labels)
             out = self.augment(image=image, bboxes=boxes, labels=labels)
             image = out["image"]
             # albumentations hands labels back as floats or a list: restore int64, aligned with the kept boxes
             boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
             labels = np.asarray(out["labels"]).astype(np.int64).reshape(-1)
-        return self._resize(image, boxes, labels)
+        image, boxes, labels, scale = self._resize(image, boxes, labels)
+        return image, boxes, labels, (first_scale[0] * scale[0], first_scale[1] * scale[1])
 
     def _resize(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray):
         height, width = image.shape[:2]

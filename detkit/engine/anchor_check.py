@@ -44,7 +44,7 @@ class AnchorCheck(L.Callback):
     def _report(self, name, stage, sizes, boxes, labels, class_names) -> None:
         coverage = anchor_coverage(stage, sizes, boxes, labels)
         self.reports[name] = coverage
-        _print(f"anchor coverage of {name} ({stage.matcher}) on {len(sizes)} training images, "
+        print_once(f"anchor coverage of {name} ({stage.matcher}) on {len(sizes)} training images, "
                f"input size as trained, no augmentation:\n{coverage.table(class_names)}")
         if coverage.poor_share > self.warn_above:
             threshold_keys = MATCHING_KEYS.get(name, MATCHING_KEYS["dense"])
@@ -75,10 +75,11 @@ def fit_auto_anchors(stages: list[tuple[str, DenseAnchorStage]], sizes: list[tup
             base_sizes, ratios = fit_anchors(stage, sizes, boxes, labels)
             stage.set_anchors(base_sizes, ratios)
             per_level = [[round(size, 1) for size in level] for level in stage.anchor_sizes.tolist()]
-            _print(f"anchors fitted to {len(sizes)} training images for {name}: base sizes {list(base_sizes)} px "
+            print_once(f"anchors fitted to {len(sizes)} training images for {name}: base sizes {list(base_sizes)} px "
                    f"(per level with the scales: {per_level}), aspect ratios {list(ratios)} (kept in the checkpoint)")
 
 
 @rank_zero_only
-def _print(message: str) -> None:
+def print_once(message: str) -> None:
+    """Print on the first process only (every DDP rank runs the same start-up)."""
     print(message, flush=True)

@@ -151,6 +151,8 @@ class TimeBudget(L.Callback):
             trainer.check_val_every_n_epoch = max(1, math.ceil(epochs / self.validations))
         total = plan_total_steps(**plan, val_every_n_epochs=trainer.check_val_every_n_epoch)
         pl_module.lr_schedule.total_steps = total
+        if hasattr(pl_module, "plan_regularisation"):
+            pl_module.plan_regularisation(total)
         self.plans.append((trainer.global_step, total, step_s))
 
     def _val_estimate(self, trainer, step_s: float) -> float:

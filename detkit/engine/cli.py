@@ -34,6 +34,7 @@ from detkit.engine.report import print_evaluation, print_run_report, print_train
 from detkit.engine.resume import ResumeTarget, find_resume_target, keep_csv_history
 from detkit.engine.rng_state import RandomState
 from detkit.engine.run_outputs import check_run_outputs, check_writable, next_free_path
+from detkit.engine.sizing import resolve_auto_sizing
 from detkit.inference.checkpoint import (
     METADATA_KEY,
     CheckpointError,
@@ -109,8 +110,10 @@ class DetectionCLI(LightningCLI):
         parser.add_lightning_class_args(RandomState, "random_state")
 
     def before_instantiate_classes(self) -> None:
-        """For ``resume``: find the checkpoint, point every logger at its run folder, and save the config of the
-        resumed part as ``config_resumed.yaml`` there (the run's ``config.yaml`` stays as it was)."""
+        """Resolve the "auto" input size and levels (``detkit.engine.sizing``). For ``resume``: find the checkpoint,
+        point every logger at its run folder, and save the config of the resumed part as ``config_resumed.yaml``
+        there (the run's ``config.yaml`` stays as it was)."""
+        resolve_auto_sizing(self.config)
         if self.resume is None:
             return
         loggers = _logger_configs(self.config["trainer"]["logger"])

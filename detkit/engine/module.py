@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Literal
 
 import lightning as L
 import torch
@@ -10,11 +11,12 @@ from torch import nn
 
 from detkit.data.transforms import to_original_pixels
 from detkit.engine.init_from import load_matching_weights
-from detkit.engine.optim import Schedule, build_optimizer, check_optimization
+from detkit.engine.optim import AUTO, Schedule, build_optimizer, check_optimization, regularisation_for
 from detkit.evaluation import CocoEvaluator, check_backend
 from detkit.inference.checkpoint import METADATA_KEY, checkpoint_metadata
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+WEIGHT_DECAY_PLACEHOLDER, WARMUP_PLACEHOLDER = 0.05, 100  # "auto" until the run's length is known
 
 
 class NonFiniteLossError(RuntimeError):
@@ -28,7 +30,9 @@ class DetectionModule(L.LightningModule):
         detector: a detkit detector (``RetinaNet``, ``FasterRCNN``), chosen in the config by class_path.
         optimizer: "sgd" or "adamw"; lr, weight_decay (not applied to norms and biases), momentum (SGD).
         schedule: "cosine", "step" or "constant" after ``warmup_steps`` of linear warmup from
-            ``warmup_factor`` * lr; ``milestones`` (fractions of the run if <= 1, else steps) and ``gamma``
+            ``warmup_factor`` * lr; ``weight_decay`` and ``warmup_steps`` "auto": set from the run's length in
+            epochs and steps once it is known (the time budget's plan; ``detkit.engine.optim.regularisation_for``);
+            ``milestones`` (fractions of the run if <= 1, else steps) and ``gamma``
             for "step".
         results_path: where validation writes the COCO results JSON (default: the run's log dir).
         eval_backend: the COCOeval implementation: "hotcoco" (the fastest; pycocotools' numbers in every test),
@@ -51,10 +55,10 @@ class DetectionModule(L.LightningModule):
         detector: nn.Module,
         optimizer: str = "sgd",
         lr: float = 0.01,
-        weight_decay: float = 1e-4,
+        weight_decay: float | Literal["auto"] = 1e-4,
         momentum: float = 0.9,
         schedule: str = "step",
-        warmup_steps: int = 500,
+        warmup_steps: int | Literal["auto"] = 500,
         warmup_factor: float = 0.001,
         milestones: list[float] = [2 / 3, 8 / 9],  # noqa: B006 - read only; a list keeps the CLI type simple
         gamma: float = 0.1,
@@ -81,6 +85,7 @@ class DetectionModule(L.LightningModule):
         self.nonfinite_batches, self._nonfinite_in_a_row = 0, 0
         self.config_text: str | None = None  # the resolved config YAML; DetectionCLI sets it, checkpoints embed it
         self.restored_from_checkpoint = False  # a resume: its weights are the run's, init_from is not applied
+        self._planned_regularisation: tuple | None = None  # the latest "auto" (weight decay, warm-up), for printing
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.restored_from_checkpoint = True
@@ -189,11 +194,41 @@ class DetectionModule(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = build_optimizer(self.detector, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum)
         total_steps = self.trainer.estimated_stepping_batches  # inf without max_epochs/max_steps: TimeBudget sizes it
+        total_steps = int(total_steps) if math.isfinite(total_steps) else 1
+        # "auto" values start from those of a long run; plan_regularisation sets them once the run's length is known
+        weight_decay = WEIGHT_DECAY_PLACEHOLDER if hp.weight_decay == AUTO else hp.weight_decay
+        warmup_steps = WARMUP_PLACEHOLDER if hp.warmup_steps == AUTO else hp.warmup_steps
+        optimizer = build_optimizer(self.detector, hp.optimizer, hp.lr, weight_decay, hp.momentum)
         self.lr_schedule = Schedule(
-            total_steps=int(total_steps) if math.isfinite(total_steps) else 1, warmup_steps=hp.warmup_steps,
+            total_steps=total_steps, warmup_steps=warmup_steps,
             warmup_factor=hp.warmup_factor, schedule=hp.schedule, milestones=list(hp.milestones), gamma=hp.gamma,
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_schedule)
+        if total_steps > 1:
+            self.plan_regularisation(total_steps, optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def plan_regularisation(self, total_steps: int, optimizer=None) -> None:
+        """Set the "auto" weight decay and warm-up for a run of ``total_steps`` steps (printed when they change by
+        more than rounding); ``TimeBudget`` calls it at every plan."""
+        hp = self.hparams
+        if AUTO not in (hp.weight_decay, hp.warmup_steps) or getattr(self, "_trainer", None) is None:
+            return
+        optimizer = optimizer or self.optimizers(use_pl_optimizer=False)
+        batches = max(1, int(self.trainer.num_training_batches)) if math.isfinite(self.trainer.num_training_batches) \
+            else max(1, len(self.trainer.datamodule.train_dataloader()))
+        epochs = total_steps * self.trainer.accumulate_grad_batches / batches
+        weight_decay, warmup = regularisation_for(epochs, total_steps)
+        if hp.weight_decay == AUTO:
+            for group in optimizer.param_groups:
+                if group["weight_decay"] > 0:
+                    group["weight_decay"] = weight_decay
+        if hp.warmup_steps == AUTO and self.trainer.global_step < self.lr_schedule.warmup_steps:
+            self.lr_schedule.warmup_steps = warmup  # not once warm-up is over: the lr would jump back
+        planned = (weight_decay, self.lr_schedule.warmup_steps)
+        if planned != self._planned_regularisation and self.trainer.is_global_zero:
+            print(f"regularisation for {epochs:.1f} epochs ({total_steps} steps): weight_decay "
+                  f"{weight_decay if hp.weight_decay == AUTO else hp.weight_decay}, warmup_steps "
+                  f"{self.lr_schedule.warmup_steps}", flush=True)
+        self._planned_regularisation = planned

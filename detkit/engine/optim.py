@@ -8,6 +8,10 @@ from torch import nn
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
+AUTO = "auto"
+# "auto" weight decay: log-linear from the first value at <= the first epochs to the second at >= the second
+WEIGHT_DECAY_BY_EPOCHS = ((5.0, 0.01), (40.0, 0.05))
+WARMUP_SHARE, WARMUP_RANGE = 0.05, (20, 200)  # "auto" warm-up: this share of the run's steps, within the range
 
 
 def check_optimization(*, optimizer: str, lr: float, weight_decay: float, momentum: float, schedule: str,
@@ -21,14 +25,29 @@ def check_optimization(*, optimizer: str, lr: float, weight_decay: float, moment
         raise ValueError(f"model.optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if schedule not in SCHEDULES:
         raise ValueError(f"model.schedule must be one of {SCHEDULES}, got {schedule!r}")
-    limits = (("lr", lr, lr > 0, "> 0"), ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
+    for key, value in (("weight_decay", weight_decay), ("warmup_steps", warmup_steps)):
+        if isinstance(value, str) and value != AUTO:
+            raise ValueError(f"model.{key} must be a number or 'auto', got {value!r}")
+    limits = (("lr", lr, lr > 0, "> 0"),
+              ("weight_decay", weight_decay, weight_decay == AUTO or weight_decay >= 0, ">= 0"),
               ("momentum", momentum, 0 <= momentum < 1, "in [0, 1)"),
-              ("warmup_steps", warmup_steps, warmup_steps >= 0, ">= 0"),
+              ("warmup_steps", warmup_steps, warmup_steps == AUTO or warmup_steps >= 0, ">= 0"),
               ("warmup_factor", warmup_factor, 0 <= warmup_factor <= 1, "in [0, 1]"),
               ("gamma", gamma, gamma > 0, "> 0"))
     for key, value, valid, expected in limits:
         if not valid:
             raise ValueError(f"model.{key} must be {expected}, got {value}")
+
+
+def regularisation_for(epochs: float, total_steps: int) -> tuple[float, int]:
+    """(weight decay, warm-up steps) of "auto" for a run of ``total_steps`` steps that passes ``epochs`` times over
+    the training set: a set seen 40 times needs the decay that a set seen 5 times would only slow down, and a
+    fixed warm-up of a few hundred steps is half of a short run."""
+    (few, low), (many, high) = WEIGHT_DECAY_BY_EPOCHS
+    position = (math.log(max(epochs, 1e-6)) - math.log(few)) / (math.log(many) - math.log(few))
+    weight_decay = low * (high / low) ** min(max(position, 0.0), 1.0)
+    warmup = min(max(round(WARMUP_SHARE * total_steps), WARMUP_RANGE[0]), WARMUP_RANGE[1])
+    return round(weight_decay, 4), int(warmup)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -2,11 +2,14 @@
 aspect ratios fitted to the training boxes.
 
 A ground truth that no anchor overlaps well is learnt only through a low-quality match (its best anchor made
-positive, with a poor box to regress from), or not at all. Fitting keeps each level's anchors at one multiple
-of its stride, since the head is shared by all levels: ``size_l = c * stride_l * scale_j``, with ``c`` chosen
-to maximise the share of ground truths whose best anchor reaches the positive IoU threshold, averaged over the
-classes as COCO's AP is (a rare class of small objects is not traded for a frequent one), and the aspect
-ratios at evenly spaced quantiles of the boxes' h / w.
+positive, with a poor box to regress from), or not at all. Fitting first finds one multiple of the stride for
+all levels, ``size_l = c * stride_l * scale_j`` (the head is shared by all levels, and the same multiple keeps
+its job the same on each), with ``c`` chosen to maximise the share of ground truths whose best anchor reaches
+the positive IoU threshold, averaged over the classes as COCO's AP is (a rare class of small objects is not
+traded for a frequent one). Then each level's multiple moves within half an octave of ``c`` where that raises
+the share for the objects that level serves, the levels kept in order (each base size at least ``LEVEL_GAP``
+times the finer one's): the compromise between a scale-equivariant head and anchors that fit each level's
+objects. The aspect ratios sit at evenly spaced quantiles of the boxes' h / w.
 
 Dims: G ground truths over all images, M of one image, N anchors of one image, L levels, S sizes per level.
 """
@@ -19,10 +22,12 @@ import torch
 
 from detkit.models.dense import DenseAnchorStage
 from detkit.models.settings import Anchors, Matching
-from detkit.ops import Matcher, box_area, box_iou
+from detkit.ops import AnchorGenerator, Matcher, box_area, box_iou
 
 SIZE_BUCKETS = (0, 16, 32, 64, 128, 256, math.inf)  # sqrt(box area) in input pixels
 STRIDE_MULTIPLES = tuple(2 ** (k / 4) for k in range(-4, 25))  # c from 0.5 to 64, four steps an octave
+LEVEL_STEPS = tuple(2 ** (k / 4) for k in range(-2, 3))  # a level's multiple: within half an octave of the shared one
+LEVEL_GAP = 2 ** 0.5  # each level's base size at least this many times the finer level's: levels stay ordered
 
 
 @dataclass
@@ -119,24 +124,80 @@ def fitted_aspect_ratios(boxes: list[torch.Tensor], count: int) -> tuple[float, 
 
 
 def fit_anchors(stage: DenseAnchorStage, image_sizes: list[tuple[int, int]], boxes: list[torch.Tensor],
-                labels: list[torch.Tensor]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+                labels: list[torch.Tensor], per_level: bool = True) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Base anchor sizes (L,) in pixels and aspect ratios (R,) for ``stage`` fitted to the boxes (per image (M, 4)
     xyxy input pixels, with labels (M,)).
 
     Only what the stage marks for fitting changes: ratios (``fit_ratios``) first, then sizes (``fit_sizes``): the
     stride multiple c (base size c * stride on every level) maximising the class-averaged share of boxes whose best
-    anchor reaches the positive threshold (ties: the higher mean best IoU); the stage's scales stay as they are.
+    anchor reaches the positive threshold (ties: the higher mean best IoU), then, with ``per_level``, each level's
+    multiple within half an octave of c (``refine_per_level``); the stage's scales stay as they are.
     """
     ratios = tuple(stage.aspect_ratios.tolist())
     if stage.fit_ratios:
         ratios = fitted_aspect_ratios(boxes, len(ratios))
     base_sizes = tuple(stage.base_sizes.tolist())
     if stage.fit_sizes:
-        candidates = [tuple(round(c * stride, 2) for stride in stage.strides) for c in STRIDE_MULTIPLES]
         _, all_labels = stacked(boxes, labels)
-        base_sizes = max(candidates,
-                         key=lambda candidate: _score(stage, candidate, ratios, image_sizes, boxes, all_labels))
+        multiple = max(STRIDE_MULTIPLES, key=lambda c: _score(
+            stage, tuple(c * s for s in stage.strides), ratios, image_sizes, boxes, all_labels))
+        multiples = [multiple] * len(stage.strides)
+        if per_level:
+            multiples = refine_per_level(stage, multiple, ratios, image_sizes, boxes, all_labels)
+        base_sizes = tuple(round(c * stride, 2) for c, stride in zip(multiples, stage.strides))
     return base_sizes, ratios
+
+
+def refine_per_level(stage: DenseAnchorStage, multiple: float, ratios: tuple[float, ...],
+                     image_sizes: list[tuple[int, int]], boxes: list[torch.Tensor], labels: torch.Tensor,
+                     rounds: int = 2) -> list[float]:
+    """(L,) stride multiples, one per level, from ``multiple`` for all: coordinate ascent, level by level, over
+    ``multiple * LEVEL_STEPS`` on the class-averaged share reaching the positive threshold (ties: mean best IoU;
+    a level keeps its multiple unless another scores higher), each level's base size ``LEVEL_GAP`` times its finer
+    neighbour's or more. labels: (G,) of the stacked boxes."""
+    # best IoU (G,) of each level's anchors for each candidate multiple: the ascent then only takes maxima
+    candidates = [multiple * step for step in LEVEL_STEPS]
+    best = torch.stack([torch.stack([_level_best_iou(stage, level, c * stride, ratios, image_sizes, boxes)
+                                     for c in candidates]) for level, stride in enumerate(stage.strides)])  # (L, C, G)
+    if best.shape[-1] == 0:
+        return [multiple] * len(stage.strides)
+    choice = [LEVEL_STEPS.index(1.0)] * len(stage.strides)
+    for _ in range(rounds):
+        for level in range(len(stage.strides)):
+            others = [best[other, choice[other]] for other in range(len(choice)) if other != level]  # L-1 x (G,)
+            rest = torch.stack(others).amax(dim=0) if others else torch.zeros(best.shape[-1])  # (G,)
+            allowed = [k for k in range(len(candidates)) if _ordered(stage.strides, candidates, choice, level, k)]
+            scores = {k: _coverage_score(torch.maximum(rest, best[level, k]), labels, stage.matcher.high_threshold)
+                      for k in allowed}
+            if scores and max(scores.values()) > scores.get(choice[level], (-1.0, -1.0)):
+                choice[level] = max(scores, key=scores.get)
+    return [candidates[k] for k in choice]
+
+
+def _ordered(strides: list[int], candidates: list[float], choice: list[int], level: int, k: int) -> bool:
+    """Whether candidate k for ``level`` keeps its base size LEVEL_GAP times its neighbours' apart."""
+    size = candidates[k] * strides[level]
+    finer = candidates[choice[level - 1]] * strides[level - 1] if level > 0 else 0.0
+    coarser = candidates[choice[level + 1]] * strides[level + 1] if level + 1 < len(strides) else float("inf")
+    return size >= LEVEL_GAP * finer - 1e-6 and size * LEVEL_GAP <= coarser + 1e-6
+
+
+def _level_best_iou(stage: DenseAnchorStage, level: int, base_size: float, ratios: tuple[float, ...],
+                    image_sizes: list[tuple[int, int]], boxes: list[torch.Tensor]) -> torch.Tensor:
+    """(G,) per box (images with boxes, in order) the best IoU with level ``level``'s anchors of ``base_size``."""
+    stride = stage.strides[level]
+    sizes = tuple(base_size * s for s in stage.scales.tolist())
+    generator = AnchorGenerator((sizes,), (ratios,))
+    best = [box_iou(b, generator([(-(-h // stride), -(-w // stride))], [stride], torch.device("cpu"))[0]).amax(dim=1)
+            for (h, w), b in zip(image_sizes, boxes) if len(b)]
+    return torch.cat(best) if best else torch.zeros(0)
+
+
+def _coverage_score(best: torch.Tensor, labels: torch.Tensor, threshold: float) -> tuple[float, float]:
+    """(class-averaged share of best IoUs (G,) >= threshold, mean best IoU)."""
+    reached = (best >= threshold).float()  # (G,)
+    per_class = [reached[labels == label].mean() for label in labels.unique()]
+    return float(torch.stack(per_class).mean()), float(best.mean())
 
 
 def _score(stage, base_sizes, ratios, image_sizes, boxes, labels) -> tuple[float, float]:
@@ -150,7 +211,4 @@ def _score(stage, base_sizes, ratios, image_sizes, boxes, labels) -> tuple[float
     best = [box_iou(b, trial.image_anchors(size)).amax(dim=1) for size, b in zip(image_sizes, boxes) if len(b)]
     if not best:
         return 0.0, 0.0
-    best = torch.cat(best)  # (G,)
-    reached = (best >= stage.matcher.high_threshold).float()  # (G,)
-    per_class = [reached[labels == label].mean() for label in labels.unique()]
-    return float(torch.stack(per_class).mean()), float(best.mean())
+    return _coverage_score(torch.cat(best), labels, matcher.high_threshold)

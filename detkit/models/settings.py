@@ -102,9 +102,11 @@ class Pyramid:
     """The feature pyramid (``detkit.models.fpn``).
 
     Args:
-        min_level: the finest backbone level used (3: stride 8); levels run up to 5 (stride 32).
+        min_level: the finest backbone level used (3: stride 8); levels run up to 5 (stride 32). "auto" in a
+            config: the level of the smaller training objects (``detkit.data.sizing``).
         channels: C, the width of every pyramid level.
-        extra_levels: levels above the backbone's coarsest (P6, P7), each of half the previous one's size.
+        extra_levels: levels above the backbone's coarsest (P6, P7), each of half the previous one's size
+            ("auto": up to the level of the larger training objects).
         extra_block: how they are made: "conv": stride-2 3x3 convs, the first on the coarsest output, then on the
             ReLU of the previous (RetinaNet; torchvision's ``LastLevelP6P7(256, 256)``); "conv_from_input": the
             same, the first on the coarsest backbone map (C5: torchvision's RetinaNet v2, ``LastLevelP6P7(2048,
@@ -114,9 +116,9 @@ class Pyramid:
             "gn" (torchvision's Faster R-CNN v2: "bn").
     """
 
-    min_level: int = 3
+    min_level: int | Literal["auto"] = 3
     channels: int = 256
-    extra_levels: int = 2
+    extra_levels: int | Literal["auto"] = 2
     extra_block: str = "conv"
     norm: str | None = None
 
@@ -124,6 +126,10 @@ class Pyramid:
         _null_to_none(self, "norm")
 
     def check(self, key: str) -> None:
+        for name in ("min_level", "extra_levels"):
+            if getattr(self, name) == "auto":
+                _fail(f"{key}.{name}", "be chosen before the detector is built ('auto' is resolved from the training "
+                      "boxes by tools/train.py; from Python: detkit.engine.sizing.resolve_auto_sizing)", "auto")
         if self.min_level not in (2, 3, 4, 5):
             _fail(f"{key}.min_level", "be one of 2, 3, 4, 5", self.min_level)
         check_at_least_one(key, channels=self.channels)
