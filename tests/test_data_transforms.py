@@ -45,6 +45,17 @@ def test_horizontal_flip_hand_computed():
     assert out[:, -1].min() == 255 and out[:, 0].max() == 0
 
 
+def test_training_images_are_resized_before_the_augmentation_and_the_scale_covers_both():
+    # a 400x200 photo for a 50-100 px input: the flip sees the 100x50 image, the boxes follow both steps
+    transform = build_transforms(True, 50, 100, [{"type": "HorizontalFlip", "p": 1.0}])
+    image = np.zeros((200, 400, 3), dtype=np.uint8)
+    image[:, :40] = 255  # the left tenth, on the right after the flip
+    out, boxes, labels, scale = transform(image, np.array([[40, 20, 120, 100]]), np.array([1]))
+    assert out.shape == (50, 100, 3) and scale == (0.25, 0.25)
+    np.testing.assert_allclose(boxes, [[70, 5, 90, 25]])  # x: 100 - 120 / 4 .. 100 - 40 / 4
+    assert out[:, 90:].min() == 255 and out[:, :90].max() == 0
+
+
 def test_boxes_stay_valid_and_aligned_with_labels_over_random_draws():
     """Each box is painted with its own grey level; after random crops/flips/scales the centre of every
     surviving box must still show that box's level, every box lies inside the image with positive size,

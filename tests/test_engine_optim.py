@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from detkit.engine.optim import build_optimizer, lr_factor, parameter_groups
+from detkit.engine.optim import build_optimizer, check_optimization, lr_factor, parameter_groups, regularisation_for
 
 
 def test_no_weight_decay_on_norms_and_biases():
@@ -51,3 +51,15 @@ def test_step_milestones_as_fractions_or_steps():
     assert factor(800, "step") == pytest.approx(0.01)  # step 800
     with pytest.raises(ValueError, match="model.schedule"):
         factor(0, "linear")
+
+
+def test_auto_regularisation_follows_the_epochs_and_steps_of_the_run():
+    assert regularisation_for(2.0, 1000) == (0.01, 50)  # few epochs: light decay; warm-up 5% of the steps
+    assert regularisation_for(100.0, 100) == (0.05, 20)  # many epochs: strong decay; warm-up at least 20 steps
+    geometric_middle = math.sqrt(5.0 * 40.0)  # halfway in log epochs: halfway in log decay
+    assert regularisation_for(geometric_middle, 100_000) == (round(math.sqrt(0.01 * 0.05), 4), 200)
+    check_optimization(optimizer="adamw", lr=0.1, weight_decay="auto", momentum=0.9, schedule="cosine",
+                       warmup_steps="auto", warmup_factor=0.1, gamma=0.1)
+    with pytest.raises(ValueError, match="model.weight_decay"):
+        check_optimization(optimizer="adamw", lr=0.1, weight_decay="sometimes", momentum=0.9, schedule="cosine",
+                           warmup_steps=1, warmup_factor=0.1, gamma=0.1)

@@ -37,6 +37,11 @@ def write_checkpoint(path: Path, recipe: str, *, silent: bool = False) -> Path:
     config = yaml.safe_load((REPO / "configs" / f"{recipe}.yaml").read_text())
     init_args = config["model"]["detector"]["init_args"]
     init_args["fpn"]["channels"] = 16
+    # the custom recipes' "auto" sizes and levels, as a training run resolves and stores them
+    for group, key, value in (("fpn", "min_level", 3), ("fpn", "extra_levels", 1)):
+        init_args[group][key] = value if init_args[group][key] == "auto" else init_args[group][key]
+    for key, value in (("min_size", 320), ("max_size", 480), ("size_divisor", 64)):
+        config["data"][key] = value if config["data"][key] == "auto" else config["data"][key]
     init_args.get("head", {})["depth"] = 1
     init_args.get("roi", {})["representation_size"] = 64
     torch.manual_seed(0)

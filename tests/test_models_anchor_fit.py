@@ -54,13 +54,35 @@ def test_fit_reaches_objects_the_default_anchors_miss():
     labels = [torch.zeros(1, dtype=torch.long)] * len(boxes)
     before = anchor_coverage(stage(), sizes, boxes, labels)
     fitted = stage(sizes="auto")
-    base_sizes, ratios = fit_anchors(fitted, sizes, boxes, labels)
+    base_sizes, ratios = fit_anchors(fitted, sizes, boxes, labels, per_level=False)
     fitted.set_anchors(base_sizes, ratios)
     after = anchor_coverage(fitted, sizes, boxes, labels)
     assert before.share_reaching(0.5) == 0.0 and after.share_reaching(0.5) == 1.0
     multiples = [size / stride for size, stride in zip(base_sizes, [8, 16, 32])]
     assert multiples == pytest.approx([multiples[0]] * 3, rel=1e-3)  # one multiple of the stride on every level
     assert ratios == (1.0,) and bool(fitted.fitted) and not fitted.needs_fit
+
+
+def test_per_level_fit_serves_each_level_its_objects_and_keeps_the_levels_ordered():
+    # 28 px objects for P3 and 150 px ones for P5: one multiple of the stride cannot fit both at IoU 0.7
+    boxes = square_boxes(28.0, count=40) + square_boxes(150.0, count=40, seed=1)
+    labels = [torch.zeros(1, dtype=torch.long)] * 40 + [torch.ones(1, dtype=torch.long)] * 40
+    sizes = [(320, 320)] * 80
+    shared, per_level = stage(sizes="auto"), stage(sizes="auto")
+    for fitted in (shared, per_level):
+        fitted.matcher.high_threshold = 0.7
+    shared.set_anchors(*fit_anchors(shared, sizes, boxes, labels, per_level=False))
+    per_level.set_anchors(*fit_anchors(per_level, sizes, boxes, labels))
+    before = anchor_coverage(shared, sizes, boxes, labels)
+    after = anchor_coverage(per_level, sizes, boxes, labels)
+    classes = torch.cat(labels)
+    class_average = [sum(c.share_reaching(0.7, classes == k) for k in (0, 1)) / 2 for c in (before, after)]
+    assert class_average[1] > class_average[0]
+    base = per_level.base_sizes.tolist()
+    multiples = [size / stride for size, stride in zip(base, [8, 16, 32])]
+    shared_multiple = shared.base_sizes[0].item() / 8
+    assert all(2 ** -0.5 - 1e-6 <= m / shared_multiple <= 2 ** 0.5 + 1e-6 for m in multiples)  # half an octave
+    assert all(coarser >= 2 ** 0.5 * finer - 1e-3 for finer, coarser in zip(base, base[1:]))  # ordered levels
 
 
 def test_fit_keeps_the_configured_scales_and_fits_ratios():

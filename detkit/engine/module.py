@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from detkit.data.transforms import to_original_pixels
+from detkit.engine.budget import TimeBudget
 from detkit.engine.init_from import load_matching_weights
 from detkit.engine.optim import AUTO, Schedule, build_optimizer, check_optimization, regularisation_for
 from detkit.evaluation import CocoEvaluator, check_backend
@@ -85,7 +86,7 @@ class DetectionModule(L.LightningModule):
         self.nonfinite_batches, self._nonfinite_in_a_row = 0, 0
         self.config_text: str | None = None  # the resolved config YAML; DetectionCLI sets it, checkpoints embed it
         self.restored_from_checkpoint = False  # a resume: its weights are the run's, init_from is not applied
-        self._planned_regularisation: tuple | None = None  # the latest "auto" (weight decay, warm-up), for printing
+        self._planned_regularisation: tuple | None = None  # the latest "auto" (weight decay, warm-up)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.restored_from_checkpoint = True
@@ -205,13 +206,13 @@ class DetectionModule(L.LightningModule):
             warmup_factor=hp.warmup_factor, schedule=hp.schedule, milestones=list(hp.milestones), gamma=hp.gamma,
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_schedule)
-        if total_steps > 1:
-            self.plan_regularisation(total_steps, optimizer)
+        if total_steps > 1 and not any(isinstance(c, TimeBudget) and c.minutes for c in self.trainer.callbacks):
+            self.plan_regularisation(total_steps, optimizer)  # a time budget plans it at its first plan instead
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def plan_regularisation(self, total_steps: int, optimizer=None) -> None:
-        """Set the "auto" weight decay and warm-up for a run of ``total_steps`` steps (printed when they change by
-        more than rounding); ``TimeBudget`` calls it at every plan."""
+        """Set the "auto" weight decay and warm-up for a run of ``total_steps`` steps (printed the first time);
+        ``TimeBudget`` calls it at every plan."""
         hp = self.hparams
         if AUTO not in (hp.weight_decay, hp.warmup_steps) or getattr(self, "_trainer", None) is None:
             return
@@ -226,9 +227,8 @@ class DetectionModule(L.LightningModule):
                     group["weight_decay"] = weight_decay
         if hp.warmup_steps == AUTO and self.trainer.global_step < self.lr_schedule.warmup_steps:
             self.lr_schedule.warmup_steps = warmup  # not once warm-up is over: the lr would jump back
-        planned = (weight_decay, self.lr_schedule.warmup_steps)
-        if planned != self._planned_regularisation and self.trainer.is_global_zero:
-            print(f"regularisation for {epochs:.1f} epochs ({total_steps} steps): weight_decay "
+        if self._planned_regularisation is None and self.trainer.is_global_zero:  # later plans move it a little
+            print(f"regularisation for {epochs:.1f} epochs ({total_steps} steps, as first planned): weight_decay "
                   f"{weight_decay if hp.weight_decay == AUTO else hp.weight_decay}, warmup_steps "
                   f"{self.lr_schedule.warmup_steps}", flush=True)
-        self._planned_regularisation = planned
+        self._planned_regularisation = (weight_decay, self.lr_schedule.warmup_steps)
