@@ -102,6 +102,23 @@ def test_cache_gives_identical_items(basic):
         torch.testing.assert_close(plain[index][1]["boxes"], cached[index][1]["boxes"])
 
 
+@pytest.mark.parametrize("train", [False, True])
+def test_a_cache_of_shrunk_images_gives_the_items_of_the_originals(basic, train):
+    # 20x30 and 16x16 shrink to 12-16 px: the cache keeps them shrunk; 10x12 would grow: kept as decoded
+    augmentations = [{"type": "HorizontalFlip", "p": 1.0}] if train else None
+    make = lambda cache: CocoDetection(*basic, cache_images=cache,  # noqa: E731
+                                       transforms=build_transforms(train, 12, 16, augmentations))
+    plain, cached = make(False), make(True)
+    assert cached._cache[0][0].shape == (11, 16, 3) and cached._cache[2][1] == (1.0, 1.0)
+    for index in range(3):
+        (image, target), (cached_image, cached_target) = plain[index], cached[index]
+        torch.testing.assert_close(image, cached_image)
+        for key in ("boxes", "scale"):
+            torch.testing.assert_close(target[key], cached_target[key])
+        assert target["orig_size"] == cached_target["orig_size"]
+    assert cached.load_image(0).shape == (20, 30, 3)  # pictures draw on the original
+
+
 def test_bad_boxes_are_clipped_or_dropped_and_reported_once(tmp_path):
     nan, inf = float("nan"), float("inf")
     annotations = [

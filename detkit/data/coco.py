@@ -223,7 +223,9 @@ class CocoDetection(torch.utils.data.Dataset):
         drop_empty: leave out images with no training targets (after dropping crowd and bad boxes).
         skip_bad_images: leave out missing, unreadable or wrongly sized images with a warning instead of
             raising ``BadImageError``.
-        cache_images: decode every image once at construction and keep the (H, W, 3) uint8 arrays in memory.
+        cache_images: decode every image once at construction and keep the (H, W, 3) uint8 arrays in memory, shrunk
+            to the size ``transforms`` resizes them to when it has a ``shrink`` (``DetectionTransform``): a
+            2048 px photo is then not resized again at every step.
 
     Item:
         image: (3, H, W) float32 in [0, 1], RGB, after ``transforms``.
@@ -293,14 +295,17 @@ class CocoDetection(torch.utils.data.Dataset):
         return ([grouped_boxes[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
                 [grouped_labels[a:b] for a, b in zip(bounds[:-1], bounds[1:])])
 
-    def _check_files(self, images: list, cache_images: bool) -> tuple[list[int], list[np.ndarray | None]]:
-        """Indices of the usable images (all, unless skipping bad ones) and, per image, its decoded array if caching."""
+    def _check_files(self, images: list, cache_images: bool) -> tuple[list[int], list[tuple | None]]:
+        """Indices of the usable images (all, unless skipping bad ones) and, per image, if caching, its decoded
+        array (shrunk, see ``cache_images``) and the (sx, sy) factor of that shrink."""
         keep, cache, problems = [], [None] * len(images), []
         for index, image in enumerate(images):
             decoded = None
             try:
                 if cache_images:
                     decoded = self._decode(image)
+                    shrink = getattr(self.transforms, "shrink", None)
+                    decoded = shrink(decoded) if shrink is not None else (decoded, (1.0, 1.0))
                 elif not os.path.isfile(self._path(image)):
                     raise BadImageError(f"image file not found: {self._path(image)} (image id {image['id']})")
             except BadImageError as error:
@@ -343,17 +348,24 @@ class CocoDetection(torch.utils.data.Dataset):
                 for image, boxes, labels in zip(self._images, self._boxes, self._labels)]
 
     def load_image(self, index: int) -> np.ndarray:
-        """The original (H, W, 3) uint8 RGB image of item ``index`` (from the cache if enabled)."""
+        """The original (H, W, 3) uint8 RGB image of item ``index`` (from the cache if it holds it unshrunk)."""
+        if self._cache is not None and self._cache[index][1] == (1.0, 1.0):
+            return self._cache[index][0]
+        return self._decode(self._images[index])
+
+    def _input_image(self, index: int) -> tuple[np.ndarray, tuple[float, float]]:
+        """The image ``__getitem__`` transforms: the cached one (maybe shrunk) or the decoded original, with the
+        (sx, sy) factor from the original."""
         if self._cache is not None:
             return self._cache[index]
-        return self._decode(self._images[index])
+        return self._decode(self._images[index]), (1.0, 1.0)
 
     def __getitem__(self, index: int):
         # With skip_bad_images, an image that fails to decode here is replaced by the next one.
         for offset in range(len(self)):
             position = (index + offset) % len(self)
             try:
-                image = self.load_image(position)
+                image, shrunk = self._input_image(position)
                 break
             except BadImageError as error:
                 if not self.skip_bad_images:
@@ -363,14 +375,17 @@ class CocoDetection(torch.utils.data.Dataset):
                               f"while loading in this process)", stacklevel=2)
         else:
             raise BadImageError(f"{self.annotation_file}: no image of the dataset could be read")
-        return self._item(position, image)
+        return self._item(position, image, shrunk)
 
-    def _item(self, index: int, image: np.ndarray):
+    def _item(self, index: int, image: np.ndarray, shrunk: tuple[float, float] = (1.0, 1.0)):
         boxes, labels = self._boxes[index], self._labels[index]
-        orig_size = (int(image.shape[0]), int(image.shape[1]))
-        scale = (1.0, 1.0)
+        entry = self._images[index]
+        orig_size = (int(entry["height"]), int(entry["width"]))  # the decode checked them against the file
+        boxes = boxes * np.array([shrunk[0], shrunk[1]] * 2, dtype=np.float32)
+        scale = shrunk
         if self.transforms is not None:
-            image, boxes, labels, scale = self.transforms(image, boxes, labels)
+            image, boxes, labels, step = self.transforms(image, boxes, labels)
+            scale = (shrunk[0] * step[0], shrunk[1] * step[1])
         tensor = image_to_tensor(image)
         target = {
             "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),

@@ -178,6 +178,16 @@ class DetectionTransform:
         image, boxes, labels, scale = self._resize(image, boxes, labels)
         return image, boxes, labels, (first_scale[0] * scale[0], first_scale[1] * scale[1])
 
+    def shrink(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+        """(H, W, 3) uint8 -> the image at the size this transform resizes it to, if that shrinks it ("cv2" only),
+        and the (sx, sy) factor; else the image and (1, 1). What an image cache can keep in place of the original:
+        the resize of the shrunk image is then a no-op."""
+        height, width = image.shape[:2]
+        if self.resize != "cv2" or resize_scale(height, width, self.min_size, self.max_size) >= 1:
+            return image, (1.0, 1.0)
+        small = resize_with_cv2(image, self.min_size, self.max_size)
+        return small, (small.shape[1] / width, small.shape[0] / height)
+
     def _resize(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray):
         height, width = image.shape[:2]
         resize = resize_like_torchvision if self.resize == "torchvision" else resize_with_cv2
