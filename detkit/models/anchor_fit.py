@@ -188,8 +188,8 @@ def _level_best_iou(stage: DenseAnchorStage, level: int, base_size: float, ratio
     stride = stage.strides[level]
     sizes = tuple(base_size * s for s in stage.scales.tolist())
     generator = AnchorGenerator((sizes,), (ratios,))
-    best = [box_iou(b, generator([(-(-h // stride), -(-w // stride))], [stride], torch.device("cpu"))[0]).amax(dim=1)
-            for (h, w), b in zip(image_sizes, boxes) if len(b)]
+    best = [box_iou(b, generator([stage.level_shapes(size)[level]], [stride], torch.device("cpu"))[0]).amax(dim=1)
+            for size, b in zip(image_sizes, boxes) if len(b)]
     return torch.cat(best) if best else torch.zeros(0)
 
 

@@ -98,9 +98,13 @@ class DenseAnchorStage(nn.Module):
     def image_anchors(self, padded_size: tuple[int, int]) -> torch.Tensor:
         """All anchors (N, 4) of one padded image of (h, w) pixels, without running the network: each level's
         map is ceil(h / stride) x ceil(w / stride), as the backbone's stride-2 convolutions and FPN make it."""
-        height, width = padded_size
-        shapes = [(-(-height // stride), -(-width // stride)) for stride in self.strides]
+        shapes = self.level_shapes(padded_size)
         return torch.cat(self.anchor_generator(shapes, self.cell_strides(shapes, padded_size), self.base_sizes.device))
+
+    def level_shapes(self, padded_size: tuple[int, int]) -> list[tuple[int, int]]:
+        """Per level the map (H_l, W_l) of a padded image of (h, w) pixels: ceil(h / stride) x ceil(w / stride)."""
+        height, width = padded_size
+        return [(-(-height // stride), -(-width // stride)) for stride in self.strides]
 
     def cell_strides(self, shapes: list[tuple[int, int]], padded_size: tuple[int, int]) -> list:
         """Per level the pixels between anchor centres: the level's stride, or (h // H_l, w // W_l) with
