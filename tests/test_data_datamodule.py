@@ -169,3 +169,21 @@ def test_train_loader_resumes_mid_epoch_batch_for_batch(small_shapes):
     assert ([[t["image_id"] for t in b["targets"]] for b in resumed]
             == [[t["image_id"] for t in b["targets"]] for b in rest])
     assert len(rest) == len(loader) - 2
+
+
+def test_augmentation_strength_fixed_or_planned_once_and_kept_for_a_resume(small_shapes):
+    fixed = DetectionDataModule(**shapes_paths(small_shapes), train_augmentations=AUGMENT, augmentation_strength=0.5)
+    fixed.setup("fit")
+    assert [step.p for step in fixed.train_dataset.transforms.augment.transforms] == [0.5, 0.5]  # crop: 1.0 x 0.5
+    assert fixed.plan_augmentation(0.0) == 0.5  # a number is not planned over
+    auto = DetectionDataModule(**shapes_paths(small_shapes), train_augmentations=AUGMENT, augmentation_strength="auto")
+    auto.setup("fit")
+    assert auto.train_dataset.transforms.strength == 1.0  # the configured pipeline until the plan
+    assert auto.plan_augmentation(0.25) == 0.25 and auto.plan_augmentation(1.0) == 0.25  # the first plan holds
+    resumed = DetectionDataModule(**shapes_paths(small_shapes), train_augmentations=AUGMENT,
+                                  augmentation_strength="auto")
+    resumed.load_state_dict(auto.state_dict())
+    assert resumed.planned_strength == 0.25 and resumed.train_dataset.transforms.strength == 0.25
+    for bad in (1.5, -0.1, "sometimes"):
+        with pytest.raises(ValueError, match="data.augmentation_strength"):
+            DetectionDataModule(**shapes_paths(small_shapes), augmentation_strength=bad)

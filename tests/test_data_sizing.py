@@ -157,3 +157,20 @@ def test_the_chosen_sizes_and_levels_come_back_with_the_checkpoint(shapes_root, 
     assert loaded.model.backbone.strides == trained.backbone.strides == [8, 16, 32]
     assert torch.equal(loaded.model.dense.base_sizes, trained.dense.base_sizes) and bool(loaded.model.dense.fitted)
     assert (loaded.transform.min_size, loaded.transform.max_size, loaded.size_divisor) == (128, 128, 32)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_auto_augmentation_strength_is_set_at_the_first_plan_after_the_first_epoch(shapes_root, tmp_path, capsys):
+    from test_models_anchor_fit import cli_args
+
+    from detkit.engine.cli import train
+    from detkit.engine.optim import augmentation_strength_for
+    # 32 images in batches of 4: 8 steps an epoch; max_epochs 3 caps the budget's plan at 24 steps on any machine
+    run = train(cli_args(shapes_root, tmp_path, "retinanet_custom.yaml", "--trainer.max_epochs", "3",
+                         "--budget.minutes", "5", "--budget.validations", "1"))
+    datamodule = run.cli.datamodule
+    assert datamodule.augmentation_strength == "auto"
+    assert datamodule.planned_strength == augmentation_strength_for(3.0) == 0.0
+    steps = {type(step).__name__: step.p for step in datamodule.train_dataset.transforms.augment.transforms}
+    assert steps == {"HorizontalFlip": 0.5, "Affine": 0.0, "ColorJitter": 0.0}
+    assert "augmentation strength 0 for 3.0 epochs" in capsys.readouterr().out

@@ -131,3 +131,22 @@ def test_nested_container_spec():
     one_of = build_augmentation({"type": "OneOf", "transforms": [{"type": "HorizontalFlip"}, {"type": "VerticalFlip"}],
                                  "p": 1.0})
     assert [type(t).__name__ for t in one_of.transforms] == ["HorizontalFlip", "VerticalFlip"]
+
+
+def test_augmentation_strength_scales_all_but_the_flips_and_keeps_the_configured_p():
+    specs = [{"type": "HorizontalFlip", "p": 0.5}, {"type": "RandomRotate90", "p": 1.0},
+             {"type": "Affine", "scale": [0.8, 1.2], "p": 0.6}, {"type": "ColorJitter", "p": 0.8}]
+    transform = build_transforms(True, 64, 64, specs)
+    probabilities = lambda: [step.p for step in transform.augment.transforms]  # noqa: E731
+    transform.set_strength(0.5)
+    assert probabilities() == pytest.approx([0.5, 1.0, 0.3, 0.4])
+    transform.set_strength(0.0)  # flips only: the image's colours are never changed
+    assert probabilities() == pytest.approx([0.5, 1.0, 0.0, 0.0])
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    for _ in range(20):
+        out, *_ = transform(image, np.zeros((0, 4)), np.zeros(0))
+        assert sorted(out.reshape(-1).tolist()) == sorted(image.reshape(-1).tolist())  # a permutation of the pixels
+    transform.set_strength(1.0)  # back to the configured p, not a product of the earlier strengths
+    assert probabilities() == pytest.approx([0.5, 1.0, 0.6, 0.8])
+    with pytest.raises(ValueError, match="strength"):
+        transform.set_strength(1.5)

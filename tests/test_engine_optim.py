@@ -5,7 +5,14 @@ import pytest
 import torch
 from torch import nn
 
-from detkit.engine.optim import build_optimizer, check_optimization, lr_factor, parameter_groups, regularisation_for
+from detkit.engine.optim import (
+    augmentation_strength_for,
+    build_optimizer,
+    check_optimization,
+    lr_factor,
+    parameter_groups,
+    regularisation_for,
+)
 
 
 def test_no_weight_decay_on_norms_and_biases():
@@ -63,3 +70,9 @@ def test_auto_regularisation_follows_the_epochs_and_steps_of_the_run():
     with pytest.raises(ValueError, match="model.weight_decay"):
         check_optimization(optimizer="adamw", lr=0.1, weight_decay="sometimes", momentum=0.9, schedule="cosine",
                            warmup_steps=1, warmup_factor=0.1, gamma=0.1)
+
+
+def test_auto_augmentation_strength_follows_the_epochs_of_the_run():
+    assert augmentation_strength_for(3.0) == augmentation_strength_for(20.0) == 0.0  # underfitted: flips only
+    assert augmentation_strength_for(40.0) == 0.5  # halfway from 20 to 80 epochs in log scale
+    assert augmentation_strength_for(80.0) == augmentation_strength_for(1000.0) == 1.0

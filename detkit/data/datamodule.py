@@ -62,6 +62,10 @@ class DetectionDataModule(L.LightningDataModule):
         resize: "cv2" (detkit's resize) or "torchvision" (``GeneralizedRCNNTransform``'s exactly, padding
             included: for models imported from torchvision, ``detkit.data.transforms``).
         train_augmentations: albumentations specs such as ``[{"type": "HorizontalFlip", "p": 0.5}]``.
+        augmentation_strength: in [0, 1]: every augmentation's p but the flips' and right-angle turns' is scaled
+            by it (0: flips only); "auto": set once from the run's epochs, at the time budget's first plan after
+            the first epoch (1 until then), or at the start of a run without a budget (the rule:
+            ``detkit.engine.optim.augmentation_strength_for``).
         drop_empty: leave training images without objects out (validation always keeps them).
         skip_bad_images: skip missing/unreadable images with a warning instead of failing.
         cache_images: keep decoded images in memory (worth it for small datasets like the built-in one).
@@ -84,6 +88,7 @@ class DetectionDataModule(L.LightningDataModule):
         size_divisor: int | Literal["auto"] = 32,
         resize: str = "cv2",
         train_augmentations: list[dict] | None = None,
+        augmentation_strength: float | Literal["auto"] = 1.0,
         drop_empty: bool = False,
         skip_bad_images: bool = False,
         cache_images: bool = False,
@@ -103,6 +108,9 @@ class DetectionDataModule(L.LightningDataModule):
                 raise ValueError(f"data.{key} must be >= 1, got {value}")
         if num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        if augmentation_strength != AUTO and (isinstance(augmentation_strength, str)
+                                              or not 0 <= augmentation_strength <= 1):
+            raise ValueError(f"data.augmentation_strength must be in [0, 1] or 'auto', got {augmentation_strength!r}")
         check_resize_mode(resize, "data.resize")
         self.save_hyperparameters()
         self.train_images, self.train_annotations = train_images, train_annotations
@@ -113,6 +121,8 @@ class DetectionDataModule(L.LightningDataModule):
         self.seed = seed
         self.min_size, self.max_size, self.size_divisor, self.resize = min_size, max_size, size_divisor, resize
         self.train_augmentations = train_augmentations
+        self.augmentation_strength = augmentation_strength
+        self.planned_strength: float | None = None  # "auto": set by plan_augmentation
         self.drop_empty, self.skip_bad_images, self.cache_images = drop_empty, skip_bad_images, cache_images
         self.builtin = builtin
         # Validate the specs now: a typo in the config fails at start-up, not in the first epoch.
@@ -212,6 +222,8 @@ class DetectionDataModule(L.LightningDataModule):
                 transforms=build_transforms(True, self.min_size, self.max_size, self.train_augmentations,
                                             seed=self.seed, resize=self.resize),
                 drop_empty=self.drop_empty, skip_bad_images=self.skip_bad_images, cache_images=self.cache_images)
+            if self.augmentation_strength != AUTO:
+                self.train_dataset.transforms.set_strength(float(self.augmentation_strength))
             self._check_same_categories(self.train_dataset, "data.train_annotations")
             check_train_split(self.train_dataset, self.drop_empty, self.skip_bad_images)
             self._train_generator = torch.Generator().manual_seed(self.seed)
@@ -272,13 +284,24 @@ class DetectionDataModule(L.LightningDataModule):
         """The val split (COCO's test-dev has no public annotations)."""
         return self.val_dataloader()
 
+    def plan_augmentation(self, strength: float) -> float:
+        """With ``augmentation_strength`` "auto": set ``strength`` the first time only (the step time it was chosen
+        from would change with it). Returns the strength in use."""
+        if self.augmentation_strength != AUTO:
+            return float(self.augmentation_strength)
+        if self.planned_strength is None:
+            self.planned_strength = float(strength)
+            self.dataset("train").transforms.set_strength(self.planned_strength)
+        return self.planned_strength
+
     # -- resuming: the random state of the main process's augmentation and worker seeds -------------------
 
     def state_dict(self) -> dict:
         if self.train_dataset is None:
             return {}
         return {"augmentation": self.train_dataset.transforms.random_state(),
-                "worker_seed_generator": self._train_generator.get_state()}
+                "worker_seed_generator": self._train_generator.get_state(),
+                "augmentation_strength": self.planned_strength}
 
     def load_state_dict(self, state_dict: dict) -> None:
         fitting = self.trainer is None or self.trainer.state.fn == TrainerFn.FITTING
@@ -288,3 +311,6 @@ class DetectionDataModule(L.LightningDataModule):
             self.setup("fit")
         self.train_dataset.transforms.set_random_state(state_dict["augmentation"])
         self._train_generator.set_state(state_dict["worker_seed_generator"])
+        if state_dict.get("augmentation_strength") is not None and self.augmentation_strength == AUTO:
+            self.planned_strength = state_dict["augmentation_strength"]
+            self.train_dataset.transforms.set_strength(self.planned_strength)

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from detkit.models.fpn import IMAGENET_MEAN
 
 RESIZE_MODES = ("cv2", "torchvision")
+# flips and right-angle turns map boxes exactly and cost next to nothing: the augmentation strength leaves them be
+FREE_AUGMENTATIONS = ("HorizontalFlip", "VerticalFlip", "RandomRotate90", "Transpose", "D4", "SquareSymmetry")
 
 
 def check_resize_mode(resize: str, key: str = "data.resize") -> None:
@@ -141,6 +143,18 @@ class DetectionTransform:
         self.max_size = int(max_size)
         self.augment = augment
         self.resize = resize
+        self._configured_p = [step.p for step in augment.transforms] if augment is not None else []
+        self.strength = 1.0
+
+    def set_strength(self, strength: float) -> None:
+        """Scale the probability of every augmentation but the ``FREE_AUGMENTATIONS`` to ``strength`` (in [0, 1])
+        times its configured one: 0 leaves the flips only, 1 the pipeline as configured."""
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"augmentation strength must be in [0, 1], got {strength}")
+        steps = self.augment.transforms if self.augment is not None else []
+        for step, configured in zip(steps, self._configured_p):
+            step.p = configured if type(step).__name__ in FREE_AUGMENTATIONS else configured * strength
+        self.strength = float(strength)
 
     def reseed(self, seed: int) -> None:
         """Re-seed the augmentation's random state (one distinct seed per DataLoader worker)."""

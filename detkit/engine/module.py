@@ -10,9 +10,17 @@ import torch
 from torch import nn
 
 from detkit.data.transforms import to_original_pixels
+from detkit.engine.anchor_check import print_once
 from detkit.engine.budget import TimeBudget
 from detkit.engine.init_from import load_matching_weights
-from detkit.engine.optim import AUTO, Schedule, build_optimizer, check_optimization, regularisation_for
+from detkit.engine.optim import (
+    AUTO,
+    Schedule,
+    augmentation_strength_for,
+    build_optimizer,
+    check_optimization,
+    regularisation_for,
+)
 from detkit.evaluation import CocoEvaluator, check_backend
 from detkit.inference.checkpoint import METADATA_KEY, checkpoint_metadata
 
@@ -207,28 +215,39 @@ class DetectionModule(L.LightningModule):
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_schedule)
         if total_steps > 1 and not any(isinstance(c, TimeBudget) and c.minutes for c in self.trainer.callbacks):
-            self.plan_regularisation(total_steps, optimizer)  # a time budget plans it at its first plan instead
+            self.plan_regularisation(total_steps, optimizer, exact=True)  # a time budget plans it instead
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def plan_regularisation(self, total_steps: int, optimizer=None) -> None:
-        """Set the "auto" weight decay and warm-up for a run of ``total_steps`` steps (printed the first time);
-        ``TimeBudget`` calls it at every plan."""
-        hp = self.hparams
-        if AUTO not in (hp.weight_decay, hp.warmup_steps) or getattr(self, "_trainer", None) is None:
+    def plan_regularisation(self, total_steps: int, optimizer=None, exact: bool = False) -> None:
+        """Set the "auto" weight decay, warm-up and augmentation strength for a run of ``total_steps`` steps;
+        ``TimeBudget`` calls it at every plan. ``exact``: the length is set (max_epochs / max_steps), not measured."""
+        datamodule = self.trainer.datamodule if getattr(self, "_trainer", None) is not None else None
+        if datamodule is None:
             return
-        optimizer = optimizer or self.optimizers(use_pl_optimizer=False)
         batches = max(1, int(self.trainer.num_training_batches)) if math.isfinite(self.trainer.num_training_batches) \
-            else max(1, len(self.trainer.datamodule.train_dataloader()))
+            else max(1, len(datamodule.train_dataloader()))
         epochs = total_steps * self.trainer.accumulate_grad_batches / batches
+        if AUTO in (self.hparams.weight_decay, self.hparams.warmup_steps):
+            self._plan_decay_and_warmup(epochs, total_steps, optimizer or self.optimizers(use_pl_optimizer=False))
+        if getattr(datamodule, "augmentation_strength", None) == AUTO and datamodule.planned_strength is None \
+                and (exact or self.trainer.global_step >= batches):
+            # once; measured runs after the first epoch: the images are cached by then, so the step time is the run's
+            strength = datamodule.plan_augmentation(augmentation_strength_for(epochs))
+            print_once(f"augmentation strength {strength:g} for {epochs:.1f} epochs ({total_steps} steps as planned "
+                       "now): the flips, and the other augmentations at this share of their p")
+
+    def _plan_decay_and_warmup(self, epochs: float, total_steps: int, optimizer) -> None:
+        hp = self.hparams
         weight_decay, warmup = regularisation_for(epochs, total_steps)
         if hp.weight_decay == AUTO:
             for group in optimizer.param_groups:
                 if group["weight_decay"] > 0:
                     group["weight_decay"] = weight_decay
-        if hp.warmup_steps == AUTO and self.trainer.global_step < self.lr_schedule.warmup_steps:
-            self.lr_schedule.warmup_steps = warmup  # not once warm-up is over: the lr would jump back
-        if self._planned_regularisation is None and self.trainer.is_global_zero:  # later plans move it a little
-            print(f"regularisation for {epochs:.1f} epochs ({total_steps} steps, as first planned): weight_decay "
-                  f"{weight_decay if hp.weight_decay == AUTO else hp.weight_decay}, warmup_steps "
-                  f"{self.lr_schedule.warmup_steps}", flush=True)
+        step = self.trainer.global_step
+        if hp.warmup_steps == AUTO and step < self.lr_schedule.warmup_steps:
+            self.lr_schedule.warmup_steps = max(warmup, step)  # never shorter than done: the lr would jump
+        if self._planned_regularisation is None:  # later plans move it a little
+            print_once(f"regularisation for {epochs:.1f} epochs ({total_steps} steps, as first planned): weight_decay "
+                       f"{weight_decay if hp.weight_decay == AUTO else hp.weight_decay}, warmup_steps "
+                       f"{self.lr_schedule.warmup_steps}")
         self._planned_regularisation = (weight_decay, self.lr_schedule.warmup_steps)

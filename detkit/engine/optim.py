@@ -12,6 +12,8 @@ AUTO = "auto"
 # "auto" weight decay: log-linear from the first value at <= the first epochs to the second at >= the second
 WEIGHT_DECAY_BY_EPOCHS = ((5.0, 0.01), (40.0, 0.05))
 WARMUP_SHARE, WARMUP_RANGE = 0.05, (20, 200)  # "auto" warm-up: this share of the run's steps, within the range
+# "auto" augmentation strength: flips only at <= the first epochs, the configured pipeline at >= the second
+AUGMENTATION_BY_EPOCHS = (20.0, 80.0)
 
 
 def check_optimization(*, optimizer: str, lr: float, weight_decay: float, momentum: float, schedule: str,
@@ -48,6 +50,17 @@ def regularisation_for(epochs: float, total_steps: int) -> tuple[float, int]:
     weight_decay = low * (high / low) ** min(max(position, 0.0), 1.0)
     warmup = min(max(round(WARMUP_SHARE * total_steps), WARMUP_RANGE[0]), WARMUP_RANGE[1])
     return round(weight_decay, 4), int(warmup)
+
+
+def augmentation_strength_for(epochs: float) -> float:
+    """The "auto" augmentation strength in [0, 1] (``DetectionTransform.set_strength``) for a run that passes
+    ``epochs`` times over the training set with the configured augmentation: log-linear from 0 (flips only) at
+    ``AUGMENTATION_BY_EPOCHS[0]`` epochs or fewer to 1 at ``AUGMENTATION_BY_EPOCHS[1]`` or more. A set seen 20
+    times is still underfitted, and scale and colour jitter then only slow it down (and cost loader time); one
+    seen 80 times needs them against overfitting."""
+    few, many = AUGMENTATION_BY_EPOCHS
+    position = (math.log(max(epochs, 1e-6)) - math.log(few)) / (math.log(many) - math.log(few))
+    return round(min(max(position, 0.0), 1.0), 2)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
