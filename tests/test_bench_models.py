@@ -79,7 +79,7 @@ def test_faster_rcnn_twin_has_the_configs_proposal_and_roi_counts(one_thread):
     assert matching_rule(theirs.rpn.proposal_matcher) == (0.7, 0.3, True)  # Proposals' and RoIHead's defaults
     assert matching_rule(theirs.roi_heads.proposal_matcher) == (0.5, 0.5, False)
     sampler = theirs.roi_heads.fg_bg_sampler
-    assert (sampler.batch_size_per_image, sampler.positive_fraction) == (64, 0.5)
+    assert (sampler.batch_size_per_image, sampler.positive_fraction) == (32, 0.5)
     assert theirs.roi_heads.box_roi_pool.featmap_names == ["0", "1", "2", "3"]  # P2-P5
     assert theirs.roi_heads.box_head.fc6.in_features == 64 * 7 * 7 and theirs.roi_heads.box_head.fc7.out_features == 512
 

@@ -107,7 +107,7 @@ def cases(device: str) -> Iterator[Case]:
                lambda: focal_backward(torchvision.ops.sigmoid_focal_loss, logits, targets),
                lambda a, b: torch.allclose(a[0], b[0], rtol=1e-5) and close(a[1], b[1]))
 
-    # a Faster R-CNN training step on the CPU config: 16 images x 64 RoIs pooled from a 64-channel P2 map
+    # RoIAlign of a CPU Faster R-CNN step: 16 images x 64 RoIs pooled from a 64-channel P2 map
     features = torch.randn(16, 64, 32, 32, generator=generator).to(device)
     rois = torch.cat([torch.randint(0, 16, (1024, 1), generator=generator).float(),
                       random_boxes(1024, generator, "cpu", extent=100.0) * 0.3], dim=1).to(device)  # (1024, 5)
