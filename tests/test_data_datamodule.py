@@ -184,6 +184,11 @@ def test_augmentation_strength_fixed_or_planned_once_and_kept_for_a_resume(small
                                   augmentation_strength="auto")
     resumed.load_state_dict(auto.state_dict())
     assert resumed.planned_strength == 0.25 and resumed.train_dataset.transforms.strength == 0.25
+    # loader workers that live across epochs would keep the strength they started with
+    for strength, persistent in (("auto", False), (0.5, True)):
+        module = DetectionDataModule(**shapes_paths(small_shapes), train_augmentations=AUGMENT, num_workers=1,
+                                     augmentation_strength=strength)
+        assert module.train_dataloader().persistent_workers is persistent
     for bad in (1.5, -0.1, "sometimes"):
         with pytest.raises(ValueError, match="data.augmentation_strength"):
             DetectionDataModule(**shapes_paths(small_shapes), augmentation_strength=bad)

@@ -257,12 +257,12 @@ class DetectionDataModule(L.LightningDataModule):
             labels.append(torch.from_numpy(image_labels).reshape(-1))
         return sizes, boxes, labels
 
-    def _loader(self, dataset: CocoDetection, batch_size: int, loader=DataLoader, **kwargs):
+    def _loader(self, dataset: CocoDetection, batch_size: int, loader=DataLoader, persistent: bool = True, **kwargs):
         return loader(
             dataset, batch_size=batch_size, num_workers=self.num_workers,
             collate_fn=make_collate_fn(self.size_divisor, padding_fill(self.resize)),
-            worker_init_fn=seed_worker, persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
-            **kwargs)
+            worker_init_fn=seed_worker, persistent_workers=persistent and self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(), **kwargs)
 
     def train_dataloader(self) -> ResumableLoader:
         """Shuffled by a ``DistributedSampler`` seeded with ``seed`` over this process's share (all of it in one
@@ -273,8 +273,9 @@ class DetectionDataModule(L.LightningDataModule):
         world_size, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = DistributedSampler(self.train_dataset, num_replicas=world_size, rank=rank, shuffle=True,
                                      seed=self.seed)
+        # a planned "auto" strength reaches the workers only if they start again at every epoch with the dataset
         return self._loader(self.train_dataset, self.batch_size, ResumableLoader, sampler=sampler,
-                            generator=self._train_generator)
+                            generator=self._train_generator, persistent=self.augmentation_strength != AUTO)
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches in dataset order."""
