@@ -46,8 +46,7 @@ def regularisation_for(epochs: float, total_steps: int) -> tuple[float, int]:
     the training set: a set seen 40 times needs the decay that a set seen 5 times would only slow down, and a
     fixed warm-up of a few hundred steps is half of a short run."""
     (few, low), (many, high) = WEIGHT_DECAY_BY_EPOCHS
-    position = (math.log(max(epochs, 1e-6)) - math.log(few)) / (math.log(many) - math.log(few))
-    weight_decay = low * (high / low) ** min(max(position, 0.0), 1.0)
+    weight_decay = low * (high / low) ** _log_position(epochs, few, many)
     warmup = min(max(round(WARMUP_SHARE * total_steps), WARMUP_RANGE[0]), WARMUP_RANGE[1])
     return round(weight_decay, 4), int(warmup)
 
@@ -58,9 +57,13 @@ def augmentation_strength_for(epochs: float) -> float:
     ``AUGMENTATION_BY_EPOCHS[0]`` epochs or fewer to 1 at ``AUGMENTATION_BY_EPOCHS[1]`` or more. A set seen 20
     times is still underfitted, and scale and colour jitter then only slow it down (and cost loader time); one
     seen 80 times needs them against overfitting."""
-    few, many = AUGMENTATION_BY_EPOCHS
+    return round(_log_position(epochs, *AUGMENTATION_BY_EPOCHS), 2)
+
+
+def _log_position(epochs: float, few: float, many: float) -> float:
+    """Where ``epochs`` lies from ``few`` (0) to ``many`` (1) in log scale, clamped to [0, 1]."""
     position = (math.log(max(epochs, 1e-6)) - math.log(few)) / (math.log(many) - math.log(few))
-    return round(min(max(position, 0.0), 1.0), 2)
+    return min(max(position, 0.0), 1.0)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
