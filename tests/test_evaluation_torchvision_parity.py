@@ -38,7 +38,7 @@ DETECTED_CATEGORIES = 2  # ground truth on the two ids torchvision detects most,
 # models' float rounding (up to ~1e-3 px) moves an IoU across one of COCO's ten thresholds
 GROUND_TRUTH_SIDE = 8.0
 STAT_TOLERANCE = 1e-4
-SCORE_ORDER_TOLERANCE = 1e-3  # see the test's docstring
+SCORE_ORDER_TOLERANCE = 5e-3  # see the test's docstring; 2.4e-3 on AP seen on one 2-core AMD EPYC
 
 
 def scene(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
