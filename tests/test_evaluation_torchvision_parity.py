@@ -33,8 +33,8 @@ from detkit.inference.import_torchvision import coco_categories, import_torchvis
 ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"  # the cheapest of the six
 IMAGE_SIZES = [(240, 320), (480, 560), (200, 500), (360, 360), (300, 420), (150, 250)]  # (h, w), no two of one shape
 DETECTED_CATEGORIES = 2  # ground truth on the two ids torchvision detects most, and on one it never detects
-# ground truth only from detections this large: most of the random model's are slivers (~0.1-5 px), where the two
-# models' float rounding (up to ~1e-3 px) moves an IoU across one of COCO's ten thresholds
+# ground truth only from detections this large: many of the random model's are slivers (~0.1-5 px), where the two
+# models' float rounding (up to ~0.06 px, see the module's docstring) moves an IoU across one of COCO's thresholds
 GROUND_TRUTH_SIDE = 8.0
 BOX_TOLERANCE, SCORE_TOLERANCE = 0.2, 1e-3  # px on every coordinate, and score, of paired detections
 STAT_TOLERANCE = 5e-3

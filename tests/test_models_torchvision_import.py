@@ -214,7 +214,7 @@ def hand_over_proposals(theirs: nn.Module, ours: nn.Module) -> None:
         proposals, losses = our_forward(*args, **kwargs)
         for mine, their in zip(proposals, captured["proposals"], strict=True):
             assert mine.shape == their.shape
-            nearest = (mine[:, None] - their[None]).abs().amax(2).min(1).values  # (P,) px to their closest
+            nearest = torch.cdist(mine, their, p=float("inf")).min(1).values  # (P,) px to their closest
             assert float(nearest.max()) <= BOX_TOLERANCE
         return captured["proposals"], losses
 
